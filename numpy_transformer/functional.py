@@ -1,0 +1,626 @@
+r"""The formulas: every piece of the Transformer as a forward/backward pair.
+
+Start reading here. Each function is pure: it takes arrays and returns arrays,
+and keeps no state. The pattern is the one from cs231n and llm.c::
+
+    out, cache = op(x, ...)          # forward: compute, and remember what backward needs
+    dx, ...    = op_backward(dout, cache)   # backward: gradients w.r.t. the inputs
+
+``dout`` is the gradient of the loss with respect to ``out`` (same shape as
+``out``); a gradient is always named ``d`` + the name of the forward variable.
+Backward functions return *new* arrays and never modify ``dout``: in a
+residual network the same ``dout`` flows into two branches, and a branch that
+edits it in place silently corrupts the other.
+
+Shape legend, used in every docstring and trailing comment::
+
+    B  batch size            T   sequence length (Tq, Tk for queries / keys)
+    D  model width d_model   H   number of heads,   Dh = D / H  (d_k in the paper)
+    F  feed-forward width    V   vocabulary size    C   number of classes
+    N  number of rows a loss averages over
+
+Every function works for float32 (the default, for speed) and float64 (for
+gradient checks). Constants are Python floats so that NumPy never silently
+upcasts float32 to float64. ``xp`` is ``numpy`` or ``cupy``: the arrays decide
+(see `backend.py`).
+
+"Seed §x" points to the section of the article this project teaches from;
+where the article is wrong, the docstring says so (see ``seed-errata.md``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module
+
+# The value written into masked attention scores before the softmax. A finite
+# number rather than -inf: exp(-1e9 - max) underflows cleanly to 0, whereas
+# -inf - (-inf) = NaN when a whole row is masked.
+MASK_FILL = -1e9
+
+
+# --------------------------------------------------------------------------- #
+# Input checks: one place that turns bad input into a message a student can act on.
+# --------------------------------------------------------------------------- #
+
+def _check_float(name, a):
+    if not hasattr(a, "dtype"):
+        raise TypeError(f"{name}: expected an array, got {type(a).__name__}")
+    if a.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point array (float32 or float64), got dtype {a.dtype}")
+
+
+def _check_int(name, a):
+    if not hasattr(a, "dtype") or a.dtype.kind not in "iu":
+        got = a.dtype if hasattr(a, "dtype") else type(a).__name__
+        raise TypeError(f"{name}: expected an integer array, got {got}")
+
+
+def _check_last_dim(name, a, expected):
+    if a.shape[-1] != expected:
+        raise ValueError(f"{name}: expected last dimension {expected}, got shape {tuple(a.shape)}")
+
+
+# --------------------------------------------------------------------------- #
+# Softmax and log-softmax (seed §1.3, §4.1: the softmax inside attention and at the output)
+# --------------------------------------------------------------------------- #
+
+def softmax(x, axis=-1):
+    r"""Numerically stable softmax along ``axis``.
+
+    .. math:: y_i = \frac{e^{x_i - m}}{\sum_j e^{x_j - m}}, \quad m = \max_j x_j
+
+    Subtracting the maximum changes nothing mathematically (it cancels between
+    numerator and denominator) but keeps ``exp`` from overflowing: without it,
+    float32 logits of 100 already give ``inf / inf = NaN``.
+
+    Args: x (..., K) floats.  Returns: y (..., K), rows summing to 1; cache.
+    """
+    _check_float("x", x)
+    xp = get_array_module(x)
+    e = xp.exp(x - x.max(axis=axis, keepdims=True))
+    y = e / e.sum(axis=axis, keepdims=True)
+    return y, (y, axis)
+
+
+def softmax_backward(dy, cache):
+    r"""Gradient of softmax: :math:`dx_i = y_i (dy_i - \sum_j dy_j y_j)`.
+
+    From the Jacobian :math:`\partial y_i / \partial x_j = y_i(\delta_{ij} - y_j)`.
+    The ``- sum`` term is the one students forget: every output depends on
+    every input through the shared denominator.
+    """
+    y, axis = cache
+    # in the forward pass this was: y = e / e.sum(axis)
+    return y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+
+
+def log_softmax(x, axis=-1):
+    r"""Stable log-softmax: :math:`\log y_i = x_i - m - \log\sum_j e^{x_j - m}`.
+
+    Computing ``log(softmax(x))`` instead loses everything below ~1e-38 in
+    float32 to ``log(0) = -inf``; this form never does.
+
+    Args: x (..., K).  Returns: logp (..., K); cache.
+    """
+    _check_float("x", x)
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    logp = shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+    return logp, (logp, axis)
+
+
+def log_softmax_backward(dlogp, cache):
+    r""":math:`dx_i = dlogp_i - y_i \sum_j dlogp_j`, with :math:`y = e^{logp}`."""
+    logp, axis = cache
+    xp = get_array_module(logp)
+    return dlogp - xp.exp(logp) * dlogp.sum(axis=axis, keepdims=True)
+
+
+# --------------------------------------------------------------------------- #
+# Activations (seed §4.1 item 4: the feed-forward network's non-linearity)
+# --------------------------------------------------------------------------- #
+
+def relu(x):
+    r""":math:`\mathrm{ReLU}(x) = \max(0, x)`.  Args: x (...).  Returns: y (...); cache."""
+    _check_float("x", x)
+    xp = get_array_module(x)
+    y = xp.maximum(x, 0)
+    return y, (x > 0)
+
+
+def relu_backward(dy, cache):
+    """:math:`dx = dy \\cdot [x > 0]`. A new array: ``dy`` itself is never edited."""
+    positive = cache
+    # in the forward pass this was: y = max(x, 0)
+    return dy * positive
+
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu(x):
+    r"""GELU, tanh approximation (Hendrycks & Gimpel 2016, as used by GPT-2 and BERT).
+
+    .. math:: \mathrm{GELU}(x) = \tfrac12 x \left(1 + \tanh\!\big(\sqrt{2/\pi}\,(x + 0.044715 x^3)\big)\right)
+
+    Args: x (...).  Returns: y (...); cache = (x, tanh term).
+    """
+    _check_float("x", x)
+    xp = get_array_module(x)
+    t = xp.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    y = 0.5 * x * (1.0 + t)
+    return y, (x, t)
+
+
+def gelu_backward(dy, cache):
+    r"""Product rule on :math:`\tfrac12 x (1 + t)` with :math:`t' = (1 - t^2)\sqrt{2/\pi}(1 + 3\cdot0.044715x^2)`."""
+    x, t = cache
+    # in the forward pass this was: y = 0.5 * x * (1 + tanh(c * (x + 0.044715 x^3)))
+    dt = (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * dt)
+
+
+# --------------------------------------------------------------------------- #
+# Linear layer (seed §4.1 items 4 and 6)
+# --------------------------------------------------------------------------- #
+
+def linear(x, W, b=None):
+    r"""Affine map over the last axis: :math:`y = x W + b`.
+
+    ``W`` is stored as (D_in, D_out) so the line reads like the equation (no
+    transpose). Any leading dimensions are allowed: (B, T, D_in) -> (B, T, D_out).
+
+    Args: x (..., D_in); W (D_in, D_out); b (D_out,) or None.
+    Returns: y (..., D_out); cache = (x, W, has_bias).
+    """
+    _check_float("x", x)
+    _check_float("W", W)
+    if W.ndim != 2:
+        raise ValueError(f"W: expected a 2-D matrix (D_in, D_out), got shape {tuple(W.shape)}")
+    _check_last_dim("x", x, W.shape[0])
+    y = x @ W                                         # (..., D_in) -> (..., D_out)
+    if b is not None:
+        if b.shape != (W.shape[1],):
+            raise ValueError(f"b: expected shape ({W.shape[1]},), got {tuple(b.shape)}")
+        y += b
+    return y, (x, W, b is not None)
+
+
+def linear_backward(dy, cache):
+    r"""Gradients of :math:`y = xW + b`.
+
+    .. math:: dx = dy\,W^\top, \qquad dW = x^\top dy, \qquad db = \textstyle\sum_{rows} dy
+
+    For ``dW`` the leading dimensions are flattened so that the sum over batch
+    and time is one matrix product. Returns (dx, dW, db); db is None without bias.
+    """
+    x, W, has_bias = cache
+    # in the forward pass this was: y = x @ W + b
+    dx = dy @ W.T                                     # (..., D_out) -> (..., D_in)
+    x2 = x.reshape(-1, W.shape[0])                    # (N, D_in)
+    dy2 = dy.reshape(-1, W.shape[1])                  # (N, D_out)
+    dW = x2.T @ dy2                                   # (D_in, D_out)
+    db = dy2.sum(axis=0) if has_bias else None        # (D_out,)
+    return dx, dW, db
+
+
+# --------------------------------------------------------------------------- #
+# Layer normalisation (Ba et al. 2016; the "LN" of the block, errata E2)
+# --------------------------------------------------------------------------- #
+
+def layernorm(x, gamma, beta, eps=1e-5):
+    r"""Normalise each vector over its last axis, then scale and shift.
+
+    .. math::
+        \mu = \tfrac1D \textstyle\sum_i x_i, \quad
+        \sigma^2 = \tfrac1D \textstyle\sum_i (x_i-\mu)^2, \quad
+        \hat x = \frac{x-\mu}{\sqrt{\sigma^2+\epsilon}}, \quad
+        y = \gamma \odot \hat x + \beta
+
+    Note ``sqrt(var + eps)``, not ``std + eps``: the two differ for small
+    variances, and only the first matches the paper and every framework.
+    The cache keeps ``xhat`` and ``rstd = 1/sqrt(var + eps)`` (as llm.c does):
+    with those two, backward needs no second pass over ``x``.
+
+    Args: x (..., D); gamma, beta (D,).  Returns: y (..., D); cache.
+    """
+    _check_float("x", x)
+    D = x.shape[-1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p.shape != (D,):
+            raise ValueError(f"{name}: expected shape ({D},), got {tuple(p.shape)}")
+    xp = get_array_module(x)
+    mean = x.mean(axis=-1, keepdims=True)             # (..., 1)
+    xc = x - mean
+    var = (xc * xc).mean(axis=-1, keepdims=True)      # (..., 1), biased like the paper
+    rstd = 1.0 / xp.sqrt(var + eps)                   # (..., 1)
+    xhat = xc * rstd                                  # (..., D)
+    y = xhat * gamma + beta
+    return y, (xhat, rstd, gamma)
+
+
+def layernorm_backward(dy, cache):
+    r"""Gradients of LayerNorm.
+
+    .. math::
+        d\gamma = \textstyle\sum_{rows} dy \odot \hat x, \quad d\beta = \textstyle\sum_{rows} dy, \\
+        dx = \mathrm{rstd}\,\big(d\hat x - \mathrm{mean}(d\hat x) - \hat x\,\mathrm{mean}(d\hat x \odot \hat x)\big),
+        \quad d\hat x = dy \odot \gamma
+
+    The two mean terms come from :math:`\mu` and :math:`\sigma` depending on
+    every element of the row. Returns (dx, dgamma, dbeta).
+    """
+    xhat, rstd, gamma = cache
+    D = xhat.shape[-1]
+    # in the forward pass this was: y = xhat * gamma + beta
+    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)   # (D,)
+    dbeta = dy.reshape(-1, D).sum(axis=0)             # (D,)
+    dxhat = dy * gamma                                # (..., D)
+    # in the forward pass this was: xhat = (x - mean) * rstd
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------- #
+# Dropout (Srivastava et al. 2014). Seed §5 claims regularisation (C6) but has none.
+# --------------------------------------------------------------------------- #
+
+def dropout(x, p, rng, training=True):
+    r"""Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
+
+    .. math:: y = x \odot m / (1-p), \qquad m_i \sim \mathrm{Bernoulli}(1-p)
+
+    Scaling at training time ("inverted") keeps the expected activation equal
+    to ``x``, so evaluation is the identity and needs no rescaling.
+
+    Args: x (...); p in [0, 1); rng: numpy.random.Generator (explicit, so the
+    same seed gives the same mask); training: False -> identity.
+    Returns: y (...); cache = scaled mask, or None when nothing was dropped.
+    """
+    _check_float("x", x)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p: expected a probability in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x, None
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    xp = get_array_module(x)
+    # The mask is drawn on the CPU so that a seed gives the same bits on every
+    # machine; on the GPU it is then copied over.
+    keep = rng.random(x.shape, dtype=np.float32) >= p
+    scale = xp.asarray(keep, dtype=x.dtype) * (1.0 / (1.0 - p))
+    return x * scale, scale
+
+
+def dropout_backward(dy, cache):
+    """:math:`dx = dy \\odot m / (1-p)`: the same mask, applied to the gradient."""
+    scale = cache
+    return dy if scale is None else dy * scale
+
+
+# --------------------------------------------------------------------------- #
+# Embedding lookup (seed §4.1 item 1; the seed's code uses a one-hot instead, C2)
+# --------------------------------------------------------------------------- #
+
+def embedding(ids, E):
+    r"""Look up rows of the embedding table: :math:`y_{b,t} = E[\mathrm{ids}_{b,t}]`.
+
+    Args: ids (B, T) integers in [0, V); E (V, D).  Returns: y (B, T, D); cache.
+    """
+    _check_int("ids", ids)
+    _check_float("E", E)
+    V = E.shape[0]
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= V):
+        raise ValueError(f"ids: expected token ids in [0, {V}), got values in "
+                         f"[{int(ids.min())}, {int(ids.max())}]")
+    return E[ids], (ids, E.shape)
+
+
+def embedding_backward(dy, cache):
+    r"""Scatter-add the rows back: :math:`dE_v = \sum_{(b,t): \mathrm{ids}_{b,t}=v} dy_{b,t}`.
+
+    A token that appears twice receives the sum of both gradients. Writing
+    ``dE[ids] = dy`` instead would keep only the last one; ``add.at`` is the
+    unbuffered form that accumulates repeated indices.
+    """
+    ids, shape = cache
+    xp = get_array_module(dy)
+    dE = xp.zeros(shape, dtype=dy.dtype)              # (V, D)
+    xp.add.at(dE, ids.reshape(-1), dy.reshape(-1, shape[1]))
+    return dE
+
+
+# --------------------------------------------------------------------------- #
+# Positional encoding (seed §1.3, §3.2, §4.1 item 2; errata E1)
+# --------------------------------------------------------------------------- #
+
+def sinusoidal_positional_encoding(T, D, dtype=np.float32):
+    r"""The sinusoidal positional encoding of Vaswani et al. 2017, §3.5.
+
+    .. math::
+        PE_{pos,\,2i} = \sin\!\big(pos / 10000^{2i/D}\big), \qquad
+        PE_{pos,\,2i+1} = \cos\!\big(pos / 10000^{2i/D}\big)
+
+    ``i`` counts *pairs of dimensions* and ``pos`` the position (the seed calls
+    ``i`` "the word index": errata E1). Each pair (sin, cos) turns at its own
+    frequency, so shifting the position by ``k`` rotates every pair by a fixed
+    angle: ``PE[pos + k]`` is a linear function of ``PE[pos]``. An odd ``D``
+    works: the last column is a sine with no cosine partner.
+
+    Returns: PE (T, D), computed on the CPU (it is a constant table).
+    """
+    if T < 1 or D < 1:
+        raise ValueError(f"T, D: expected positive sizes, got T={T}, D={D}")
+    pos = np.arange(T, dtype=np.float64)[:, None]             # (T, 1)
+    two_i = np.arange(0, D, 2, dtype=np.float64)               # (ceil(D/2),) = 2i
+    angle = pos / 10000.0 ** (two_i / D)                       # (T, ceil(D/2))
+    pe = np.zeros((T, D), dtype=np.float64)
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, : D // 2])
+    return pe.astype(dtype)
+
+
+def seed_positional_encoding(T, D, dtype=np.float32):
+    r"""The article's formula, implemented as printed, *for teaching only* (errata E1).
+
+    .. math:: PE_{pos,\,j} = \sin\!\big(pos/10000^{2i/D}\big) + \cos\!\big(pos/10000^{2i/D}\big), \quad i = \lfloor j/2 \rfloor
+
+    We read ``i`` as the pair index so that the frequencies match the real
+    encoding. The sum equals :math:`\sqrt2 \sin(\theta + \pi/4)`: one number
+    per frequency instead of a (sin, cos) pair, so a shift in position is no
+    longer a rotation, and columns 2i and 2i+1 are identical (wasted width).
+    """
+    if T < 1 or D < 1:
+        raise ValueError(f"T, D: expected positive sizes, got T={T}, D={D}")
+    pos = np.arange(T, dtype=np.float64)[:, None]
+    two_i = 2 * (np.arange(D) // 2)                           # (D,) = 2i for column j
+    angle = pos / 10000.0 ** (two_i / D)                       # (T, D)
+    return (np.sin(angle) + np.cos(angle)).astype(dtype)
+
+
+# --------------------------------------------------------------------------- #
+# Masks: boolean, True = "may attend". Combine with &.
+# --------------------------------------------------------------------------- #
+
+def causal_mask(Tq, Tk=None):
+    """(Tq, Tk) boolean lower-triangular mask: query t may attend to keys <= t."""
+    Tk = Tq if Tk is None else Tk
+    return np.tril(np.ones((Tq, Tk), dtype=bool))
+
+
+def padding_mask(valid):
+    """Turn a (B, T) "is a real token" mask into a (B, 1, 1, T) key mask.
+
+    The two inserted axes broadcast over heads and queries: padding positions
+    are hidden as *keys* from every query of every head.
+    """
+    if valid.dtype != bool:
+        raise TypeError(f"valid: expected a boolean (B, T) mask, got dtype {valid.dtype}")
+    return valid[:, None, None, :]
+
+
+# --------------------------------------------------------------------------- #
+# Scaled dot-product attention (seed §1.3, §4.1 item 3; Vaswani et al. 2017 eq. 1)
+# --------------------------------------------------------------------------- #
+
+def _check_attention_inputs(q, k, v, mask):
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        _check_float(name, a)
+        if a.ndim < 2:
+            raise ValueError(f"{name}: expected at least 2 dimensions (..., T, Dh), got shape {tuple(a.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"k: expected the same last dimension as q ({q.shape[-1]}), got shape {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"v: expected as many rows as k ({k.shape[-2]} keys), got shape {tuple(v.shape)}")
+    scores_shape = q.shape[:-1] + (k.shape[-2],)
+    if mask is not None:
+        if getattr(mask, "dtype", None) != bool:
+            raise TypeError(f"mask: expected a boolean array (True = may attend), got "
+                            f"{getattr(mask, 'dtype', type(mask).__name__)}")
+        try:
+            ok = np.broadcast_shapes(mask.shape, scores_shape) == scores_shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"mask: expected a shape that broadcasts to the scores {scores_shape}, "
+                             f"got {tuple(mask.shape)}")
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    r"""Attention: every query takes a weighted average of the values.
+
+    .. math::
+        \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\Big(\frac{QK^\top}{\sqrt{d_k}} + M\Big) V
+
+    1. ``scores = q @ k^T / sqrt(d_k)``: similarity of each query with each key.
+       Dividing by ``sqrt(d_k)`` keeps the scores' variance near 1 whatever the
+       width; without it the softmax saturates and its gradient vanishes.
+    2. Masked positions (``mask == False``) get ``MASK_FILL`` so their weight is 0.
+    3. ``weights = softmax(scores)``: each row is a probability distribution
+       over the Tk keys (the article's printed "weights", W2, are not).
+    4. A query row with *nothing* it may attend to gets all-zero weights (and
+       output 0) rather than the NaN that 0/0 would give.
+    5. ``out = weights @ v``.
+
+    Args: q (..., Tq, Dh); k (..., Tk, Dh); v (..., Tk, Dv); the leading
+    dimensions (batch, heads) broadcast. mask: boolean, broadcastable to
+    (..., Tq, Tk), True = may attend.
+    Returns: out (..., Tq, Dv); weights (..., Tq, Tk) for plotting; cache.
+    """
+    _check_attention_inputs(q, k, v, mask)
+    xp = get_array_module(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = (q @ k.swapaxes(-1, -2)) * scale                # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk)
+    if mask is not None:
+        scores = xp.where(mask, scores, MASK_FILL)
+    weights, _ = softmax(scores, axis=-1)                    # (..., Tq, Tk), rows sum to 1
+    if mask is not None:
+        # Zero every row whose keys are all masked (softmax made it uniform).
+        weights = weights * mask.any(axis=-1, keepdims=True)
+    out = weights @ v                                        # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
+    return out, weights, (q, k, v, weights, scale)
+
+
+def scaled_dot_product_attention_backward(dout, cache):
+    r"""Gradients of attention, one forward line at a time, in reverse.
+
+    .. math::
+        dW = dO\,V^\top, \quad dV = W^\top dO, \quad
+        dS = W \odot \big(dW - \textstyle\sum_k dW \odot W\big), \quad
+        dQ = dS\,K / \sqrt{d_k}, \quad dK = dS^\top Q / \sqrt{d_k}
+
+    Masked positions have weight 0, so ``dS`` is 0 there by itself: no mask
+    is needed in backward. Broadcast leading dimensions are summed back to
+    each input's own shape. Returns (dq, dk, dv).
+    """
+    q, k, v, weights, scale = cache
+    # in the forward pass this was: out = weights @ v
+    dweights = dout @ v.swapaxes(-1, -2)                     # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+    dv = weights.swapaxes(-1, -2) @ dout                     # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+    # in the forward pass this was: weights = softmax(scores)
+    dscores = softmax_backward(dweights, (weights, -1))      # (..., Tq, Tk)
+    # in the forward pass this was: scores = q @ k^T * scale
+    dq = (dscores @ k) * scale                               # (..., Tq, Dh)
+    dk = (dscores.swapaxes(-1, -2) @ q) * scale              # (..., Tk, Dh)
+    return _unbroadcast(dq, q.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+
+
+def _unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    grad = grad.sum(axis=tuple(range(extra))) if extra else grad
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    return grad.sum(axis=stretched, keepdims=True) if stretched else grad
+
+
+# --------------------------------------------------------------------------- #
+# Splitting into heads (seed §3.2; Vaswani et al. 2017 §3.2.2)
+# --------------------------------------------------------------------------- #
+
+def split_heads(x, H):
+    """(B, T, D) -> (B, H, T, Dh): each head sees its own slice of Dh = D / H features."""
+    B, T, D = x.shape
+    if D % H:
+        raise ValueError(f"H: expected a number of heads that divides D={D}, got H={H}")
+    return x.reshape(B, T, H, D // H).transpose(0, 2, 1, 3)   # (B, T, H, Dh) -> (B, H, T, Dh)
+
+
+def merge_heads(x):
+    """(B, H, T, Dh) -> (B, T, D): the heads' outputs side by side again (a copy, contiguous)."""
+    B, H, T, Dh = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(B, T, H * Dh)      # (B, T, H, Dh) -> (B, T, D)
+
+
+def split_heads_backward(dy):
+    """Splitting is a reshape, so its backward is the inverse reshape: merge."""
+    return merge_heads(dy)
+
+
+def merge_heads_backward(dy, H):
+    """Merging is a reshape, so its backward is the inverse reshape: split."""
+    return split_heads(dy, H)
+
+
+# --------------------------------------------------------------------------- #
+# Losses (seed §4.1 item 6: softmax output for classification)
+# --------------------------------------------------------------------------- #
+
+def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
+    r"""Mean cross-entropy between softmax(logits) and the target classes.
+
+    .. math::
+        L = -\frac1N \sum_{n} \sum_c y_{n,c} \log \mathrm{softmax}(z_n)_c, \qquad
+        y_{n,c} = (1-\varepsilon)[c = t_n] + \varepsilon / C
+
+    ``N`` counts the rows whose target is not ``ignore_index`` (padding in a
+    language model). With ``label_smoothing`` ε > 0 the target keeps 1-ε on
+    the true class and spreads ε evenly (Szegedy et al. 2016). If every row is
+    ignored the loss is 0 (there is nothing to learn), not 0/0.
+
+    Args: logits (..., C) floats; targets (...) integers in [0, C) or ignore_index.
+    Returns: loss (a 0-d array); cache.
+    """
+    _check_float("logits", logits)
+    _check_int("targets", targets)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} to match logits "
+                         f"{tuple(logits.shape)}, got {tuple(targets.shape)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+    xp = get_array_module(logits)
+    C = logits.shape[-1]
+    z = logits.reshape(-1, C)                                # (N_all, C)
+    t = targets.reshape(-1)                                  # (N_all,)
+    keep = t != ignore_index                                 # (N_all,)
+    bad = keep & ((t < 0) | (t >= C))
+    if bool(bad.any()):
+        raise ValueError(f"targets: expected class ids in [0, {C}) or ignore_index={ignore_index}, "
+                         f"got {int(t[bad][0])}")
+    logp, _ = log_softmax(z)                                 # (N_all, C)
+    t_safe = xp.where(keep, t, 0)
+    y = xp.zeros_like(logp)                                  # (N_all, C) the target distribution
+    y[xp.arange(len(t)), t_safe] = 1.0 - label_smoothing
+    y += label_smoothing / C
+    y *= keep[:, None]
+    n = max(int(keep.sum()), 1)
+    loss = -(y * logp).sum() / n
+    return loss, (logp, y, n, logits.shape)
+
+
+def cross_entropy_backward(dloss, cache):
+    r"""Softmax and cross-entropy fused: :math:`\partial L / \partial z = (p - y) / N`.
+
+    Chaining ``log_softmax_backward`` would give the same numbers in more
+    steps; the fused form is why softmax and cross-entropy are always paired.
+    Ignored rows have y = 0 and are zeroed. Returns dlogits (..., C).
+    """
+    logp, y, n, shape = cache
+    xp = get_array_module(logp)
+    p = xp.exp(logp)
+    # rows that were ignored contribute nothing: zero their p as well
+    p *= y.sum(axis=1, keepdims=True) > 0
+    return ((p - y) * (dloss / n)).reshape(shape)
+
+
+def distillation_loss(student_logits, teacher_logits, temperature=2.0):
+    r"""Knowledge-distillation loss (Hinton et al. 2015).
+
+    .. math::
+        L = T^2 \cdot \frac1N \sum_n \mathrm{KL}\big(p^{t}_n \,\|\, p^{s}_n\big), \quad
+        p^{t} = \mathrm{softmax}(z^{t} / T), \; p^{s} = \mathrm{softmax}(z^{s} / T)
+
+    The temperature ``T`` softens both distributions so the student also
+    learns how the teacher ranks the wrong classes; the factor ``T²`` keeps the
+    gradient's size independent of ``T``. The teacher is a constant.
+
+    Args: student_logits, teacher_logits (..., C).  Returns: loss (0-d); cache.
+    """
+    _check_float("student_logits", student_logits)
+    _check_float("teacher_logits", teacher_logits)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"teacher_logits: expected shape {tuple(student_logits.shape)}, "
+                         f"got {tuple(teacher_logits.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature: expected a positive number, got {temperature}")
+    xp = get_array_module(student_logits)
+    C = student_logits.shape[-1]
+    logp_s, _ = log_softmax(student_logits.reshape(-1, C) / temperature)   # (N, C)
+    logp_t, _ = log_softmax(teacher_logits.reshape(-1, C) / temperature)   # (N, C)
+    p_t = xp.exp(logp_t)
+    n = logp_s.shape[0]
+    loss = temperature ** 2 * (p_t * (logp_t - logp_s)).sum() / n
+    return loss, (logp_s, p_t, temperature, n, student_logits.shape)
+
+
+def distillation_loss_backward(dloss, cache):
+    r""":math:`\partial L / \partial z^s = T^2 \cdot \frac{1}{T} (p^s - p^t) / N = T (p^s - p^t) / N`."""
+    logp_s, p_t, temperature, n, shape = cache
+    xp = get_array_module(logp_s)
+    return ((xp.exp(logp_s) - p_t) * (dloss * temperature / n)).reshape(shape)
