@@ -298,9 +298,13 @@ def dropout(x, p, rng, training=True):
 
 
 def dropout_backward(dy, cache):
-    """:math:`dx = dy \\odot m / (1-p)`: the same mask, applied to the gradient."""
+    """:math:`dx = dy \\odot m / (1-p)`: the same mask, applied to the gradient.
+
+    With nothing dropped the gradient passes through unchanged, but as a copy:
+    handing ``dy`` itself back would let a caller's ``dx += ...`` edit it.
+    """
     scale = cache
-    return dy if scale is None else dy * scale
+    return dy.copy() if scale is None else dy * scale
 
 
 # --------------------------------------------------------------------------- #
@@ -417,7 +421,18 @@ def _check_attention_inputs(q, k, v, mask):
         raise ValueError(f"k: expected the same last dimension as q ({q.shape[-1]}), got shape {tuple(k.shape)}")
     if k.shape[-2] != v.shape[-2]:
         raise ValueError(f"v: expected as many rows as k ({k.shape[-2]} keys), got shape {tuple(v.shape)}")
-    scores_shape = q.shape[:-1] + (k.shape[-2],)
+    # The leading (batch, head) dimensions broadcast, so the scores are (*lead, Tq, Tk).
+    try:
+        lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except ValueError:
+        raise ValueError(f"k: expected leading dimensions that broadcast with q's {tuple(q.shape[:-2])}, "
+                         f"got shape {tuple(k.shape)}") from None
+    try:
+        np.broadcast_shapes(lead, v.shape[:-2])
+    except ValueError:
+        raise ValueError(f"v: expected leading dimensions that broadcast with q's and k's {lead}, "
+                         f"got shape {tuple(v.shape)}") from None
+    scores_shape = lead + (q.shape[-2], k.shape[-2])
     if mask is not None:
         if getattr(mask, "dtype", None) != bool:
             raise TypeError(f"mask: expected a boolean array (True = may attend), got "

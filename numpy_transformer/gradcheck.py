@@ -66,6 +66,9 @@ def numerical_gradient(f, inputs, dout, name, h=1e-3, order=4):
     x = inputs[name]
     if x.dtype.kind != "f":
         raise TypeError(f"inputs[{name!r}]: can only differentiate a float array, got dtype {x.dtype}")
+    if x.dtype != np.float64:
+        raise TypeError(f"inputs[{name!r}]: numerical gradients need float64 (float32 rounding swamps the "
+                        f"finite difference; use x.astype(np.float64)), got {x.dtype}")
     if not x.flags.c_contiguous:
         raise ValueError(f"inputs[{name!r}]: expected a C-contiguous array (it is perturbed in place "
                          "through a flat view); pass a copy made with ascontiguousarray")
@@ -111,6 +114,10 @@ class GradCheckResult:
                 f"at index {self.index}: analytic {self.analytic:+.6e} vs numeric {self.numeric:+.6e}  [{verdict}]")
 
 
+# The seed of the default random ``dout`` (see check_gradients).
+_DOUT_SEED = 2_718_281_828
+
+
 class GradCheckError(AssertionError):
     """Raised by `check_gradients` when some gradient is wrong; carries the results."""
 
@@ -132,7 +139,8 @@ def check_gradients(forward, backward, inputs, wrt=None, dout=None, rng=None, h=
         wrt: names to check (default: every float array in ``inputs``).
         dout: the upstream gradient; a random normal one by default, so that
             no symmetry of the function can hide a wrong backward.
-        rng: numpy.random.Generator for ``dout``.
+        rng: numpy.random.Generator for ``dout`` (default: a fixed seed that
+            is not 0, so that ``dout`` is not a copy of an input drawn with seed 0).
         tol: the largest relative error accepted.
 
     Returns: dict name -> GradCheckResult. If some input fails and
@@ -147,7 +155,9 @@ def check_gradients(forward, backward, inputs, wrt=None, dout=None, rng=None, h=
         wrt = [k for k, v in inputs.items() if hasattr(v, "dtype") and v.dtype.kind == "f"]
     out = forward(**inputs)
     if dout is None:
-        rng = np.random.default_rng(0) if rng is None else rng
+        # Not seed 0: inputs are often drawn with default_rng(0) too, and then dout
+        # would *equal* x, which makes x^T dout symmetric and hides a transposed dW.
+        rng = np.random.default_rng(_DOUT_SEED) if rng is None else rng
         dout = rng.standard_normal(np.shape(out))
     analytic = backward(dout, **inputs)
     results = {}
