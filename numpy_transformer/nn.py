@@ -17,18 +17,32 @@ Two rules every module follows:
 * ``dout`` is never modified: a residual connection hands the same array to
   two branches.
 
+Modules that draw random numbers (initial weights, dropout masks) take an
+explicit ``rng`` (a ``numpy.random.Generator``), so one seed reproduces a run.
+Every module is built in ``dtype`` (float32 by default; float64 for gradient
+checks) and keeps it: constants are Python floats, never NumPy float64
+scalars, which would silently upcast float32 arrays.
+
+The layers, bottom up: `Linear`, `Embedding`, `PositionalEncoding`,
+`LayerNorm`, `Dropout`, `MultiHeadAttention`, `FeedForward`,
+`TransformerBlock` (post-LN, pre-LN, parallel), `TransformerEncoder`.
+Whole models live in `models.py`.
+
 Shapes follow the legend of `functional.py` (B, T, D, H, Dh, F, V, C).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import numpy as np
 
+from . import functional as F
 from .backend import get_array_module, to_device, to_numpy
 
-__all__ = ["Parameter", "Module"]
+__all__ = ["Parameter", "Module", "Linear", "Embedding", "PositionalEncoding", "LayerNorm", "Dropout",
+           "MultiHeadAttention", "FeedForward", "TransformerBlock", "TransformerEncoder"]
 
 
 class Parameter:
@@ -196,9 +210,585 @@ class Module:
     def _after_to(self, device, dtype):
         """Hook for modules that hold non-parameter arrays (a PE table, say)."""
 
+    def _extra_repr(self) -> str:
+        """The constructor arguments worth showing in ``repr`` (sub-classes override)."""
+        return ""
+
     def __repr__(self):
-        lines = [f"{type(self).__name__}("]
+        head = f"{type(self).__name__}({self._extra_repr()}"
+        lines = [head]
         for name, child in self.named_children():
             lines.append(f"  ({name}): " + repr(child).replace("\n", "\n  "))
-        lines.append(")")
-        return "\n".join(lines) if len(lines) > 2 else f"{type(self).__name__}()"
+        return "\n".join(lines) + "\n)" if len(lines) > 1 else head + ")"
+
+
+# =========================================================================== #
+# Helpers shared by the layers
+# =========================================================================== #
+
+def _require_rng(rng, who):
+    """Modules that draw random numbers take an explicit Generator (design.md: Randomness)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: {who} draws random numbers and expected a numpy.random.Generator "
+                        f"(e.g. np.random.default_rng(0)), got {type(rng).__name__}")
+    return rng
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {list(choices)}, got {value!r}")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def _check_heads(d_model, n_heads):
+    _check_positive_int("d_model", d_model)
+    _check_positive_int("n_heads", n_heads)
+    if d_model % n_heads:
+        raise ValueError(f"n_heads: expected a number of heads that divides d_model={d_model}, got {n_heads}")
+
+
+def _normal(rng, shape, std, dtype):
+    """Normal(0, std^2) drawn in float64 on the CPU (the same bits for float32 and float64 models)."""
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+def _linear(x, W, b=None):
+    """`functional.linear` with every leading axis folded into one: (..., D_in) -> (..., D_out).
+
+    The maths is exactly ``y = x W + b``; only the bookkeeping differs. NumPy
+    runs a (B, T, D_in) @ (D_in, D_out) product as B separate small matrix
+    products (numpy/numpy#8957); for the default classifier's float32 shapes
+    we measured that 30-50x slower than the same numbers as one
+    (B*T, D_in) @ (D_in, D_out) BLAS call. Reshaping a contiguous array is
+    free (a view), so we always fold.
+    """
+    lead = x.shape[:-1]
+    y, cache = F.linear(x.reshape(-1, x.shape[-1]), W, b)      # (N, D_in) -> (N, D_out), N = prod(lead)
+    return y.reshape(*lead, W.shape[1]), (cache, lead)
+
+
+def _linear_backward(dy, cache):
+    """Backward of `_linear`: `functional.linear_backward` on the folded arrays. Returns (dx, dW, db)."""
+    cache, lead = cache
+    dx, dW, db = F.linear_backward(dy.reshape(-1, dy.shape[-1]), cache)
+    return dx.reshape(*lead, dx.shape[-1]), dW, db
+
+
+def _forward_first(cache, module):
+    if cache is None:
+        raise RuntimeError(f"{type(module).__name__}.backward: call forward first (there is no cache to use)")
+    return cache
+
+
+# =========================================================================== #
+# Linear, Embedding, positional encoding, LayerNorm, Dropout
+# =========================================================================== #
+
+class Linear(Module):
+    r"""Affine layer :math:`y = xW + b` (seed §4.1 items 4 and 6).
+
+    ``W`` is stored (D_in, D_out), the way `functional.linear` reads it (note:
+    PyTorch stores the transpose). Initialisation: :math:`W_{ij} \sim
+    \mathcal N(0, 1/D_{in})` (LeCun/Xavier-style), so that a unit-variance input
+    gives a unit-variance output and deep stacks neither explode nor vanish at
+    the start; the bias starts at 0 and is not weight-decayed.
+
+    forward: x (..., D_in) -> y (..., D_out).
+    """
+
+    def __init__(self, d_in, d_out, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("d_in", d_in)
+        _check_positive_int("d_out", d_out)
+        rng = _require_rng(rng, "Linear")
+        self.d_in, self.d_out = d_in, d_out
+        self.W = Parameter(_normal(rng, (d_in, d_out), 1.0 / math.sqrt(d_in), dtype))     # (D_in, D_out)
+        self.b = Parameter(np.zeros(d_out, dtype=dtype), decay=False) if bias else None   # (D_out,)
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = _linear(x, self.W.data, None if self.b is None else self.b.data)
+        return y
+
+    def backward(self, dout):
+        dx, dW, db = _linear_backward(dout, _forward_first(self._cache, self))
+        self.W.grad += dW
+        if self.b is not None:
+            self.b.grad += db
+        return dx
+
+    def _extra_repr(self):
+        return f"d_in={self.d_in}, d_out={self.d_out}, bias={self.b is not None}"
+
+
+class Embedding(Module):
+    r"""Token embedding: row ``ids[b, t]`` of the table ``E`` (V, D) (seed §4.1 item 1).
+
+    Initialisation :math:`E_{vd} \sim \mathcal N(0, 1/D)`, not the 0.02 of
+    GPT-2/BERT. Two reasons, both about scale: (1) the models multiply the
+    embedding by :math:`\sqrt D` (Vaswani et al. §3.4), which turns a 1/D
+    variance into unit variance, the same size as the positional encoding
+    (entries in [-1, 1]) that is added to it; with 0.02 the position signal
+    would drown the token identity at the start; (2) when the table is tied
+    to the output layer, ``logits = h E^T`` with a unit-variance ``h`` then
+    starts with unit-variance logits. Not weight-decayed.
+
+    forward: ids (B, T) int -> y (B, T, D). backward(dout) accumulates dE and
+    returns None: integer ids have no gradient.
+    """
+
+    def __init__(self, vocab_size, d_model, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("vocab_size", vocab_size)
+        _check_positive_int("d_model", d_model)
+        rng = _require_rng(rng, "Embedding")
+        self.vocab_size, self.d_model = vocab_size, d_model
+        self.E = Parameter(_normal(rng, (vocab_size, d_model), 1.0 / math.sqrt(d_model), dtype), decay=False)  # (V, D)
+        self._cache = None
+
+    def forward(self, ids):
+        y, self._cache = F.embedding(ids, self.E.data)       # (B, T) -> (B, T, D)
+        return y
+
+    def backward(self, dout):
+        # += : with tied input/output embeddings, the output layer has already
+        # added its share to E.grad; '=' would silently throw that away.
+        self.E.grad += F.embedding_backward(dout, _forward_first(self._cache, self))
+        return None
+
+    def _extra_repr(self):
+        return f"vocab_size={self.vocab_size}, d_model={self.d_model}"
+
+
+class PositionalEncoding(Module):
+    r"""Add a position signal: :math:`y_{b,t} = x_{b,t} + PE_t` (seed §1.3, §3.2, §4.1 item 2).
+
+    ``kind``:
+
+    * ``"sinusoidal"`` — Vaswani et al. §3.5, ``PE[pos, 2i] = sin(pos/10000^{2i/D})``,
+      ``PE[pos, 2i+1] = cos(...)``: a constant table, not a parameter.
+    * ``"seed"`` — the article's ``sin + cos`` formula, kept to show what goes
+      wrong (errata E1); also a constant table.
+    * ``"learned"`` — a trainable (max_len, D) table as in BERT/GPT-2, drawn
+      from N(0, 0.02^2) so that at the start it is a small nudge on top of
+      the token embedding; not weight-decayed.
+
+    The constant tables are ordinary arrays (PyTorch would call them buffers):
+    `Module.to` moves and casts them through ``_after_to``, and they are not in
+    the state dict because the config rebuilds them exactly.
+
+    forward: x (B, T, D) -> y (B, T, D); T must be <= max_len.
+    """
+
+    KINDS = ("sinusoidal", "seed", "learned")
+
+    def __init__(self, max_len, d_model, kind="sinusoidal", rng=None, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("max_len", max_len)
+        _check_positive_int("d_model", d_model)
+        _check_choice("kind", kind, self.KINDS)
+        self.max_len, self.d_model, self.kind = max_len, d_model, kind
+        if kind == "learned":
+            rng = _require_rng(rng, "PositionalEncoding(kind='learned')")
+            self.pe = Parameter(_normal(rng, (max_len, d_model), 0.02, dtype), decay=False)   # (max_len, D)
+            self.table = None
+        else:
+            make = F.sinusoidal_positional_encoding if kind == "sinusoidal" else F.seed_positional_encoding
+            self.table = make(max_len, d_model, dtype=dtype)                                   # (max_len, D)
+        self._T = None
+
+    def _pe(self):
+        return self.pe.data if self.kind == "learned" else self.table
+
+    def forward(self, x):
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        T = x.shape[1]
+        if T > self.max_len:
+            raise ValueError(f"x: sequence length T={T} is longer than max_len={self.max_len}, the size of the "
+                             f"positional-encoding table; build the model with a larger max_len or crop the input")
+        self._T = T
+        return x + self._pe()[:T]                             # (B, T, D) + (T, D) -> (B, T, D)
+
+    def backward(self, dout):
+        if self._T is None:
+            raise RuntimeError("PositionalEncoding.backward: call forward first")
+        if self.kind == "learned":
+            # in the forward pass this was: y = x + pe[:T], broadcast over the batch
+            self.pe.grad[:self._T] += dout.sum(axis=0)
+        # y = x + pe is the identity for x. A copy, not dout itself: backward functions return new
+        # arrays, so a caller's later "dx += ..." can never reach back into a shared dout.
+        return dout.copy()
+
+    def _after_to(self, device, dtype):
+        if self.table is not None:
+            table = self.table if device is None else to_device(self.table, device)
+            self.table = table if dtype is None else table.astype(dtype)
+
+    def _extra_repr(self):
+        return f"max_len={self.max_len}, d_model={self.d_model}, kind={self.kind!r}"
+
+
+class LayerNorm(Module):
+    r"""Layer normalisation (Ba et al. 2016) over the last axis, :math:`y = \gamma \odot \hat x + \beta`.
+
+    See `functional.layernorm` for the equation. :math:`\gamma` starts at 1
+    and :math:`\beta` at 0 (the identity after normalising); neither is
+    weight-decayed. forward: x (..., D) -> y (..., D).
+    """
+
+    def __init__(self, d_model, eps=1e-5, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("d_model", d_model)
+        self.d_model, self.eps = d_model, float(eps)
+        self.gamma = Parameter(np.ones(d_model, dtype=dtype), decay=False)    # (D,)
+        self.beta = Parameter(np.zeros(d_model, dtype=dtype), decay=False)    # (D,)
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.layernorm(x, self.gamma.data, self.beta.data, self.eps)
+        return y
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = F.layernorm_backward(dout, _forward_first(self._cache, self))
+        self.gamma.grad += dgamma
+        self.beta.grad += dbeta
+        return dx
+
+    def _extra_repr(self):
+        return f"d_model={self.d_model}, eps={self.eps:g}"
+
+
+class Dropout(Module):
+    r"""Inverted dropout (Srivastava et al. 2014): :math:`y = x \odot m / (1-p)` in training, ``x`` in eval.
+
+    The module keeps the Generator it was given and draws a fresh mask at each
+    training forward, so a run is reproducible from its seed. In eval mode
+    (`Module.eval`) it is the identity. The seed claims regularisation but has
+    none (errata C6).
+    """
+
+    def __init__(self, p=0.1, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"p: expected a probability in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = _require_rng(rng, f"Dropout(p={p})") if p > 0 else rng
+        self._cache = None
+        self._ran = False
+
+    def forward(self, x):
+        y, self._cache = F.dropout(x, self.p, self.rng, training=self.training)
+        self._ran = True
+        return y
+
+    def backward(self, dout):
+        if not self._ran:
+            raise RuntimeError("Dropout.backward: call forward first")
+        return F.dropout_backward(dout, self._cache)
+
+    def _extra_repr(self):
+        return f"p={self.p}"
+
+
+# =========================================================================== #
+# Attention and the feed-forward network
+# =========================================================================== #
+
+class MultiHeadAttention(Module):
+    r"""Multi-head self-attention (Vaswani et al. §3.2.2; seed §1.3, §3.2).
+
+    .. math::
+        Q = XW^Q + b^Q,\ K = XW^K + b^K,\ V = XW^V + b^V
+            \quad (D \to D \text{ each, split into } H \text{ heads of } D_h) \\
+        \mathrm{head}_h = \mathrm{softmax}\!\big(Q_h K_h^\top / \sqrt{D_h} + M\big)\,V_h, \qquad
+        Y = \mathrm{Concat}(\mathrm{head}_1, \dots, \mathrm{head}_H)\,W^O + b^O
+
+    With ``fused_qkv=True`` (the default) the three projections are one
+    (D, 3D) matrix ``W_qkv = [W_q | W_k | W_v]``: one matrix product instead
+    of three, the same numbers. ``fused_qkv=False`` keeps ``W_q, W_k, W_v``
+    apart, as in the paper's figure; copying them side by side into
+    ``W_qkv`` gives the fused layer exactly.
+
+    Initialisation: every weight :math:`\sim \mathcal N(0, 1/D)`, biases 0.
+    There is no dropout on the attention weights themselves; the block
+    applies dropout to this layer's output, where Vaswani et al. §5.4 put it.
+
+    forward(x, mask=None): x (B, T, D); mask boolean, broadcastable to
+    (B, H, T, T), True = may attend (a padding mask (B, 1, 1, T) and/or a
+    causal mask (T, T), combined with ``&``). Returns y (B, T, D). The
+    attention weights (B, H, Tq, Tk) of the last call stay in
+    ``last_attention`` for plotting.
+    """
+
+    def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_heads(d_model, n_heads)
+        rng = _require_rng(rng, "MultiHeadAttention")
+        D = d_model
+        self.d_model, self.n_heads, self.fused_qkv = d_model, n_heads, fused_qkv
+        std = 1.0 / math.sqrt(D)
+
+        def bias_param(n):
+            return Parameter(np.zeros(n, dtype=dtype), decay=False) if bias else None
+
+        if fused_qkv:
+            self.W_qkv = Parameter(_normal(rng, (D, 3 * D), std, dtype))          # (D, 3D) = [W_q | W_k | W_v]
+            self.b_qkv = bias_param(3 * D)                                          # (3D,)
+        else:
+            self.W_q = Parameter(_normal(rng, (D, D), std, dtype))                 # (D, D)
+            self.W_k = Parameter(_normal(rng, (D, D), std, dtype))
+            self.W_v = Parameter(_normal(rng, (D, D), std, dtype))
+            self.b_q, self.b_k, self.b_v = bias_param(D), bias_param(D), bias_param(D)
+        self.W_o = Parameter(_normal(rng, (D, D), std, dtype))                     # (D, D)
+        self.b_o = bias_param(D)
+        self.last_attention = None
+        self._cache = None
+
+    @staticmethod
+    def _data(p):
+        return None if p is None else p.data
+
+    def forward(self, x, mask=None):
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        B, T, D = x.shape
+        H = self.n_heads
+        # 1. project to queries, keys and values and split into heads
+        if self.fused_qkv:
+            qkv, qkv_cache = _linear(x, self.W_qkv.data, self._data(self.b_qkv))   # (B, T, D) -> (B, T, 3D)
+            # columns are [q | k | v], each [head 0 | head 1 | ...]: a reshape and a transpose (views) split them
+            q, k, v = qkv.reshape(B, T, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # 3 x (B, H, T, Dh)
+            proj_cache = qkv_cache
+        else:
+            q, q_cache = _linear(x, self.W_q.data, self._data(self.b_q))           # (B, T, D)
+            k, k_cache = _linear(x, self.W_k.data, self._data(self.b_k))
+            v, v_cache = _linear(x, self.W_v.data, self._data(self.b_v))
+            q, k, v = F.split_heads(q, H), F.split_heads(k, H), F.split_heads(v, H)  # (B, H, T, Dh) each
+            proj_cache = (q_cache, k_cache, v_cache)
+        # 2. every head attends on its own
+        heads, weights, attn_cache = F.scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, Dh), (B, H, T, T)
+        # 3. concatenate the heads and mix them with W_o
+        y, out_cache = _linear(F.merge_heads(heads), self.W_o.data, self._data(self.b_o))  # (B, T, D) -> (B, T, D)
+        self.last_attention = weights
+        self._cache = (proj_cache, attn_cache, out_cache, (B, T, H))
+        return y
+
+    def backward(self, dout):
+        proj_cache, attn_cache, out_cache, (B, T, H) = _forward_first(self._cache, self)
+        # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
+        dmerged, dW_o, db_o = _linear_backward(dout, out_cache)                   # (B, T, D)
+        self.W_o.grad += dW_o
+        if self.b_o is not None:
+            self.b_o.grad += db_o
+        dheads = F.merge_heads_backward(dmerged, H)                               # (B, H, T, Dh)
+        # in the forward pass this was: heads = softmax(q k^T / sqrt(Dh) + M) v
+        dq, dk, dv = F.scaled_dot_product_attention_backward(dheads, attn_cache)  # (B, H, T, Dh) each
+        if self.fused_qkv:
+            # in the forward pass this was: q, k, v = qkv.reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)
+            # so write dq, dk, dv through the same view of a fresh (B, T, 3D) array: one copy, no concatenate.
+            dqkv = get_array_module(dq).empty((B, T, 3, H, dq.shape[-1]), dtype=dq.dtype)
+            dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
+            dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = dq, dk, dv
+            dx, dW_qkv, db_qkv = _linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
+            self.W_qkv.grad += dW_qkv
+            if self.b_qkv is not None:
+                self.b_qkv.grad += db_qkv
+            return dx
+        # x fed all three projections, so its gradient is the sum of three
+        dx = None
+        for dh, cache, W, b in ((dq, proj_cache[0], self.W_q, self.b_q), (dk, proj_cache[1], self.W_k, self.b_k),
+                                (dv, proj_cache[2], self.W_v, self.b_v)):
+            dpart, dW, db = _linear_backward(F.split_heads_backward(dh), cache)  # (B, H, T, Dh) -> (B, T, D)
+            W.grad += dW
+            if b is not None:
+                b.grad += db
+            dx = dpart if dx is None else dx + dpart
+        return dx
+
+    def _extra_repr(self):
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}"
+
+
+class FeedForward(Module):
+    r"""Position-wise feed-forward network (Vaswani et al. §3.3; seed §3.2 step 4).
+
+    .. math:: \mathrm{FFN}(x) = \mathrm{act}(x W_1 + b_1)\, W_2 + b_2, \qquad W_1: D \times F,\ W_2: F \times D
+
+    Two layers with the activation between them (ReLU as in the paper, or
+    GELU as in GPT-2/BERT). The seed's formula ``ReLU(Linear(x))`` has only
+    one layer (errata E3), although its own step 4 says two. As in PyTorch's
+    ``TransformerEncoderLayer``, dropout is also applied to the hidden
+    activation. forward: x (..., D) -> y (..., D).
+    """
+
+    ACTIVATIONS = ("relu", "gelu")
+
+    def __init__(self, d_model, d_ff, activation="relu", dropout=0.0, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("d_model", d_model)
+        _check_positive_int("d_ff", d_ff)
+        _check_choice("activation", activation, self.ACTIVATIONS)
+        rng = _require_rng(rng, "FeedForward")
+        self.d_model, self.d_ff, self.activation = d_model, d_ff, activation
+        self.W1 = Parameter(_normal(rng, (d_model, d_ff), 1.0 / math.sqrt(d_model), dtype))  # (D, F)
+        self.b1 = Parameter(np.zeros(d_ff, dtype=dtype), decay=False)                        # (F,)
+        self.W2 = Parameter(_normal(rng, (d_ff, d_model), 1.0 / math.sqrt(d_ff), dtype))     # (F, D)
+        self.b2 = Parameter(np.zeros(d_model, dtype=dtype), decay=False)                     # (D,)
+        self.drop = Dropout(dropout, rng)
+        self._act, self._act_backward = ((F.relu, F.relu_backward) if activation == "relu"
+                                         else (F.gelu, F.gelu_backward))
+        self._cache = None
+
+    def forward(self, x):
+        hidden, cache1 = _linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
+        a, act_cache = self._act(hidden)                             # (..., F)
+        y, cache2 = _linear(self.drop(a), self.W2.data, self.b2.data)  # (..., F) -> (..., D)
+        self._cache = (cache1, act_cache, cache2)
+        return y
+
+    def backward(self, dout):
+        cache1, act_cache, cache2 = _forward_first(self._cache, self)
+        # in the forward pass this was: y = drop(a) @ W2 + b2
+        da, dW2, db2 = _linear_backward(dout, cache2)
+        da = self.drop.backward(da)
+        # in the forward pass this was: a = act(hidden)
+        dhidden = self._act_backward(da, act_cache)
+        # in the forward pass this was: hidden = x @ W1 + b1
+        dx, dW1, db1 = _linear_backward(dhidden, cache1)
+        self.W1.grad += dW1
+        self.b1.grad += db1
+        self.W2.grad += dW2
+        self.b2.grad += db2
+        return dx
+
+    def _extra_repr(self):
+        return f"d_model={self.d_model}, d_ff={self.d_ff}, activation={self.activation!r}"
+
+
+# =========================================================================== #
+# The Transformer block and a stack of them
+# =========================================================================== #
+
+class TransformerBlock(Module):
+    r"""One Transformer layer: attention and feed-forward, with residuals and LayerNorm (errata E2).
+
+    ``norm`` chooses where the LayerNorms go:
+
+    * ``"post"`` (Vaswani et al. 2017, the original; PyTorch's default)::
+
+          H = LN(X + Drop(MHA(X))),   Y = LN(H + Drop(FFN(H)))
+
+    * ``"pre"`` (GPT-2 and most models since; Xiong et al. 2020 show it trains
+      without learning-rate warm-up)::
+
+          H = X + Drop(MHA(LN(X))),   Y = H + Drop(FFN(LN(H)))
+
+    * ``"parallel"`` (GPT-J, PaLM): attention and FFN read the same normalised
+      input and both are added to the residual::
+
+          Y = X + Drop(MHA(LN(X))) + Drop(FFN(LN(X)))
+
+      The seed writes ``TransformerLayer(X) = MultiHeadAttention(X) +
+      Feedforward(X)`` (§1.3, §4.1). Read with a residual and a LayerNorm,
+      that sum *is* this parallel block; without them it is not a working
+      layer. One LayerNorm is shared by both branches, as in GPT-J.
+
+    forward(x, mask=None): x (B, T, D) -> y (B, T, D); mask as in
+    `MultiHeadAttention`. Backward follows the same lines in reverse: at each
+    residual ``out = x + f(x)`` the gradient reaching ``x`` is
+    ``dout + f.backward(dout)``, so ``dout`` is shared and must never be edited.
+    """
+
+    NORMS = ("post", "pre", "parallel")
+
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu", fused_qkv=True,
+                 bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_choice("norm", norm, self.NORMS)
+        rng = _require_rng(rng, "TransformerBlock")
+        self.norm = norm
+        self.attn = MultiHeadAttention(d_model, n_heads, fused_qkv=fused_qkv, bias=bias, rng=rng, dtype=dtype)
+        self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, rng=rng, dtype=dtype)
+        self.norm1 = LayerNorm(d_model, dtype=dtype)
+        if norm != "parallel":          # the parallel block has one LayerNorm, shared by both branches
+            self.norm2 = LayerNorm(d_model, dtype=dtype)
+        self.drop1 = Dropout(dropout, rng)
+        self.drop2 = Dropout(dropout, rng)
+
+    def forward(self, x, mask=None):
+        if self.norm == "post":
+            h = self.norm1(x + self.drop1(self.attn(x, mask)))          # H = LN(X + Drop(MHA(X)))
+            return self.norm2(h + self.drop2(self.ffn(h)))             # Y = LN(H + Drop(FFN(H)))
+        if self.norm == "pre":
+            h = x + self.drop1(self.attn(self.norm1(x), mask))         # H = X + Drop(MHA(LN(X)))
+            return h + self.drop2(self.ffn(self.norm2(h)))             # Y = H + Drop(FFN(LN(H)))
+        xn = self.norm1(x)                                              # parallel: one LN(X) for both branches
+        return x + self.drop1(self.attn(xn, mask)) + self.drop2(self.ffn(xn))  # Y = X + Drop(MHA) + Drop(FFN)
+
+    def backward(self, dout):
+        if self.norm == "post":
+            # in the forward pass this was: Y = LN(H + Drop(FFN(H)))
+            dres = self.norm2.backward(dout)
+            dh = dres + self.ffn.backward(self.drop2.backward(dres))
+            # in the forward pass this was: H = LN(X + Drop(MHA(X)))
+            dres = self.norm1.backward(dh)
+            return dres + self.attn.backward(self.drop1.backward(dres))
+        if self.norm == "pre":
+            # in the forward pass this was: Y = H + Drop(FFN(LN(H)))
+            dh = dout + self.norm2.backward(self.ffn.backward(self.drop2.backward(dout)))
+            # in the forward pass this was: H = X + Drop(MHA(LN(X)))
+            return dh + self.norm1.backward(self.attn.backward(self.drop1.backward(dh)))
+        # in the forward pass this was: Y = X + Drop(MHA(xn)) + Drop(FFN(xn)), xn = LN(X)
+        dxn = self.attn.backward(self.drop1.backward(dout)) + self.ffn.backward(self.drop2.backward(dout))
+        return dout + self.norm1.backward(dxn)
+
+    def _extra_repr(self):
+        return f"norm={self.norm!r}"
+
+
+class TransformerEncoder(Module):
+    r"""A stack of ``n_layers`` `TransformerBlock` s, then an optional final LayerNorm.
+
+    The final LayerNorm (``final_norm=None`` chooses) is on for ``"pre"`` and
+    ``"parallel"`` blocks: their residual stream is never normalised inside
+    the block, so without it the output's scale grows with depth (GPT-2 adds
+    it for this reason). A ``"post"`` block already ends in a LayerNorm.
+
+    forward(x, mask=None): x (B, T, D) -> (B, T, D). ``attention_weights``:
+    the list of each block's last attention, L arrays (B, H, T, T).
+    """
+
+    def __init__(self, n_layers, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu",
+                 final_norm=None, fused_qkv=True, bias=True, rng=None, dtype=np.float32):
+        super().__init__()
+        _check_positive_int("n_layers", n_layers)
+        _check_choice("norm", norm, TransformerBlock.NORMS)
+        rng = _require_rng(rng, "TransformerEncoder")
+        self.blocks = [TransformerBlock(d_model, n_heads, d_ff, dropout=dropout, norm=norm, activation=activation,
+                                        fused_qkv=fused_qkv, bias=bias, rng=rng, dtype=dtype)
+                       for _ in range(n_layers)]
+        if final_norm is None:
+            final_norm = norm != "post"
+        self.final_norm = LayerNorm(d_model, dtype=dtype) if final_norm else None
+
+    def forward(self, x, mask=None):
+        for block in self.blocks:
+            x = block(x, mask)
+        return x if self.final_norm is None else self.final_norm(x)
+
+    def backward(self, dout):
+        if self.final_norm is not None:
+            dout = self.final_norm.backward(dout)
+        for block in reversed(self.blocks):
+            dout = block.backward(dout)
+        return dout
+
+    @property
+    def attention_weights(self):
+        """[(B, H, T, T)] * L: each block's attention weights from the last forward."""
+        return [block.attn.last_attention for block in self.blocks]
