@@ -71,8 +71,9 @@ def _load_checkpoint(path):
     return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
 
 
-def _check_texts(texts, tokenizer, max_len, out=sys.stdout):
+def _check_texts(texts, tokenizer, max_len, out=None):
     """Validate texts for predict/attention: non-empty, and warn about unknown characters and truncation."""
+    out = out or sys.stdout
     for i, text in enumerate(texts):
         if not text.strip():
             raise UserError(f"text {i + 1} is empty; give some characters to classify")
@@ -391,6 +392,8 @@ def main(argv=None):
         print("interrupted", file=sys.stderr)
         return 130
     except (UserError, CheckpointError, ValueError, TypeError, FileNotFoundError, UnicodeDecodeError) as exc:
+        if os.environ.get("NUMPY_TRANSFORMER_DEBUG"):
+            raise  # the full traceback, for developers
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
