@@ -35,8 +35,10 @@ install: $(STAMP)
 demo: install
 	$(PY) -m numpy_transformer demo
 
+# Notebooks run with NT_SOLUTIONS=1 so the exercise notebooks execute their reference
+# solutions (students see empty stubs). -n 2: tests and notebooks on both cores.
 test: install
-	$(PY) -m pytest -p no:cacheprovider -n 2 --nbmake tests notebooks
+	NT_SOLUTIONS=1 $(PY) -m pytest -p no:cacheprovider -n 2 --nbmake --nbmake-timeout=600 tests notebooks
 
 figures: install
 	$(PY) -m numpy_transformer figures --out figures
