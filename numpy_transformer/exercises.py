@@ -1,0 +1,1403 @@
+r"""Exercises for a class: fill in a function, run its check, read what is wrong in plain words.
+
+One notebook per topic in ``notebooks/exercises/``; each asks for one or two of
+these functions (the signatures follow `functional.py`, with the cache spelled out)::
+
+    ex0  linear_backward(dy, x, W)                    -> dx, dW, db
+    ex1  softmax_backward(dy, y)                      -> dx            (softmax over the last axis)
+    ex2  attention_forward(q, k, v, mask=None)        -> out, weights
+         attention_backward(dout, q, k, v, weights)   -> dq, dk, dv
+    ex3  layernorm_forward(x, gamma, beta, eps=1e-5)  -> y, xhat, rstd
+         layernorm_backward(dy, xhat, rstd, gamma)    -> dx, dgamma, dbeta
+    ex4  cross_entropy_backward(logits, targets)      -> dlogits       (of the *mean* loss)
+    ex5  positional_encoding(T, D)                    -> PE (T, D)
+
+and each has a ``check_<name>(fn)`` here. A check runs the student's function
+on a few fixed inputs, easy ones first, and stops at the first problem:
+
+1. It calls the function. ``NotImplementedError`` means "not implemented
+   yet"; any other exception is reported with its text, the student's line
+   that raised it and a hint, never as a traceback.
+2. It checks that no input was modified in place, that the right number of
+   arrays came back, and their shapes.
+3. It checks the values: a backward function against numerical gradients
+   (`gradcheck.check_gradients`, central differences in float64), a forward
+   function against the reference in `functional.py`.
+4. When something is wrong it runs each *known mistake* (the private
+   ``_mistake_*`` functions below: the correct formula with one classic slip)
+   on the same inputs. If the student's output equals one of them to ~1e-8,
+   the check names that mistake and gives a hint. Otherwise it reports the
+   worst element: which output, at which index, expected and got.
+
+A check prints its verdict and returns a `CheckResult` (``ok``, ``message``,
+``kind``, ``mistakes``). The reference solutions are ``solutions.<name>``; with
+the environment variable ``NT_SOLUTIONS=1`` set, `use_solution_if_requested`
+swaps them in for the student's stubs, so that the notebooks run with the
+solutions filled in (that is how the tests execute them).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import textwrap
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from . import functional as F
+from .gradcheck import check_gradients
+
+__all__ = [
+    "CheckResult", "solutions", "use_solution_if_requested", "assert_if_solutions", "solutions_requested",
+    "show_solution",
+    "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
+    "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
+    "check_positional_encoding",
+]
+
+SOLUTIONS_ENV = "NT_SOLUTIONS"
+
+
+# --------------------------------------------------------------------------- #
+# What a check returns
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict of one check.
+
+    ok: True when every test case passed.
+    message: the plain-words verdict the check printed.
+    kind: "correct", "not_implemented", "error" (the function raised),
+        "modified_input", "bad_return" (None, a wrong number of arrays...),
+        "shape", "not_finite", "mistake" (a known mistake recognised),
+        "wrong_value" (wrong, and no known mistake matches) or "not_callable".
+    mistakes: the keys of the recognised mistakes (see ``_EXERCISES``), first one first.
+    """
+
+    ok: bool
+    message: str
+    kind: str = "correct"
+    mistakes: tuple = ()
+
+    @property
+    def mistake(self):
+        """The first recognised mistake's key, or None."""
+        return self.mistakes[0] if self.mistakes else None
+
+    def __str__(self):
+        return self.message
+
+    def __repr__(self):
+        return f"CheckResult(ok={self.ok}, kind={self.kind!r}, mistakes={self.mistakes!r})"
+
+
+# --------------------------------------------------------------------------- #
+# Reference solutions: what a student is expected to write (plain NumPy, no functional.py)
+# --------------------------------------------------------------------------- #
+
+class _Solutions:
+    """The reference solutions, one per exercise: ``exercises.solutions.<name>``.
+
+    They are written the way a student would write them, independently of
+    `functional.py`; the checks compare them with `functional.py` and with
+    numerical gradients like any student's answer (tests/test_exercises.py).
+    """
+
+    @staticmethod
+    def linear_backward(dy, x, W):
+        """dy (..., D_out), x (..., D_in), W (D_in, D_out) -> dx (..., D_in), dW (D_in, D_out), db (D_out,)."""
+        D_in, D_out = W.shape
+        # in the forward pass this was: y = x @ W + b
+        dx = dy @ W.T                                          # (..., D_out) @ (D_out, D_in) -> (..., D_in)
+        # Every row of x met the same W: flatten the leading axes and sum over all rows at once.
+        x2 = x.reshape(-1, D_in)                               # (N, D_in)
+        dy2 = dy.reshape(-1, D_out)                            # (N, D_out)
+        dW = x2.T @ dy2                                        # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+        db = dy2.sum(axis=0)                                   # (D_out,)
+        return dx, dW, db
+
+    @staticmethod
+    def softmax_backward(dy, y):
+        """dy, y (..., K), y = softmax(x) over the last axis -> dx (..., K)."""
+        # dx_j = sum_i dy_i * y_i (delta_ij - y_j) = y_j (dy_j - sum_i dy_i y_i)
+        return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+
+    @staticmethod
+    def attention_forward(q, k, v, mask=None):
+        """q (..., Tq, d_k), k (..., Tk, d_k), v (..., Tk, d_v), mask (..., Tq, Tk) bool or None
+        -> out (..., Tq, d_v), weights (..., Tq, Tk)."""
+        d_k = q.shape[-1]
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(d_k)        # (..., Tq, d_k) @ (..., d_k, Tk) -> (..., Tq, Tk)
+        if mask is not None:
+            # A large negative number, not -inf: a row with every key masked would give -inf - (-inf) = NaN.
+            scores = np.where(mask, scores, -1e9)
+        scores = scores - scores.max(axis=-1, keepdims=True)  # softmax is unchanged, exp cannot overflow
+        weights = np.exp(scores)
+        weights = weights / weights.sum(axis=-1, keepdims=True)  # (..., Tq, Tk), each row sums to 1
+        if mask is not None:
+            # A query with nothing to attend to got a uniform row above: make it zeros.
+            weights = weights * mask.any(axis=-1, keepdims=True)
+        out = weights @ v                                      # (..., Tq, Tk) @ (..., Tk, d_v) -> (..., Tq, d_v)
+        return out, weights
+
+    @staticmethod
+    def attention_backward(dout, q, k, v, weights):
+        """dout (..., Tq, d_v) and the forward's q, k, v, weights -> dq, dk, dv (shaped like q, k, v)."""
+        scale = 1.0 / np.sqrt(q.shape[-1])
+        # in the forward pass this was: out = weights @ v
+        dweights = dout @ v.swapaxes(-1, -2)                   # (..., Tq, d_v) @ (..., d_v, Tk) -> (..., Tq, Tk)
+        dv = weights.swapaxes(-1, -2) @ dout                   # (..., Tk, Tq) @ (..., Tq, d_v) -> (..., Tk, d_v)
+        # in the forward pass this was: weights = softmax(scores)
+        dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
+        # in the forward pass this was: scores = q @ k^T / sqrt(d_k)
+        dq = dscores @ k * scale                               # (..., Tq, Tk) @ (..., Tk, d_k) -> (..., Tq, d_k)
+        dk = dscores.swapaxes(-1, -2) @ q * scale              # (..., Tk, Tq) @ (..., Tq, d_k) -> (..., Tk, d_k)
+        return dq, dk, dv
+
+    @staticmethod
+    def layernorm_forward(x, gamma, beta, eps=1e-5):
+        """x (..., D), gamma, beta (D,) -> y (..., D), xhat (..., D), rstd (..., 1)."""
+        mean = x.mean(axis=-1, keepdims=True)                  # (..., 1)
+        var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)   # (..., 1), divided by D (not D - 1)
+        rstd = 1.0 / np.sqrt(var + eps)                        # eps inside the square root
+        xhat = (x - mean) * rstd                               # (..., D)
+        y = gamma * xhat + beta
+        return y, xhat, rstd
+
+    @staticmethod
+    def layernorm_backward(dy, xhat, rstd, gamma):
+        """dy, xhat (..., D), rstd (..., 1), gamma (D,) -> dx (..., D), dgamma (D,), dbeta (D,)."""
+        D = xhat.shape[-1]
+        # in the forward pass this was: y = gamma * xhat + beta (gamma and beta are shared by every row)
+        dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)
+        dbeta = dy.reshape(-1, D).sum(axis=0)
+        dxhat = dy * gamma
+        # in the forward pass this was: xhat = (x - mean) * rstd, with mean and rstd depending on all of x
+        dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+        return dx, dgamma, dbeta
+
+    @staticmethod
+    def cross_entropy_backward(logits, targets):
+        """logits (N, C), targets (N,) class ids -> dlogits (N, C) of the mean loss."""
+        N = logits.shape[0]
+        shifted = logits - logits.max(axis=1, keepdims=True)   # exp(1000) would overflow
+        p = np.exp(shifted)
+        p = p / p.sum(axis=1, keepdims=True)                   # (N, C) softmax
+        p[np.arange(N), targets] -= 1.0                        # p - one_hot(targets); p is our own array
+        return p / N                                           # the loss is a mean over N rows
+
+    @staticmethod
+    def positional_encoding(T, D):
+        """-> PE (T, D): PE[pos, 2i] = sin(pos / 10000^(2i/D)), PE[pos, 2i+1] = cos(the same angle)."""
+        pos = np.arange(T)[:, None]                            # (T, 1)
+        two_i = np.arange(0, D, 2)                             # (ceil(D/2),) the even column indices 2i
+        angle = pos / 10000 ** (two_i / D)                     # (T, ceil(D/2))
+        pe = np.zeros((T, D))
+        pe[:, 0::2] = np.sin(angle)
+        pe[:, 1::2] = np.cos(angle[:, : D // 2])               # odd D: the last sine has no cosine partner
+        return pe
+
+
+solutions = _Solutions()
+
+
+def solutions_requested():
+    """True when the environment variable NT_SOLUTIONS is "1" (teachers, and the notebook tests)."""
+    return os.environ.get(SOLUTIONS_ENV, "").strip() == "1"
+
+
+def use_solution_if_requested(fn, name=None):
+    """Return the reference solution in place of ``fn`` when NT_SOLUTIONS=1, else ``fn`` itself.
+
+    The solution is looked up by the function's name (or ``name``), so a
+    notebook writes ``softmax_backward = exercises.use_solution_if_requested(softmax_backward)``
+    right after the stub, and runs top to bottom with the solutions filled in.
+    """
+    if not solutions_requested():
+        return fn
+    name = name or getattr(fn, "__name__", None)
+    if name not in _EXERCISES:
+        raise ValueError(f"{SOLUTIONS_ENV}=1, but there is no reference solution called {name!r}; "
+                         f"the solutions are {sorted(_EXERCISES)}")
+    print(f"({SOLUTIONS_ENV}=1: using the reference solution exercises.solutions.{name})")
+    return getattr(solutions, name)
+
+
+def assert_if_solutions(result):
+    """Under NT_SOLUTIONS=1, fail loudly when a check did not pass; otherwise do nothing.
+
+    A student's notebook must run to the end whatever state their answers are
+    in, but a test run with the solutions filled in must fail if a check (or a
+    solution) is broken.
+    """
+    if solutions_requested() and not result.ok:
+        raise AssertionError(f"{SOLUTIONS_ENV}=1, yet the check did not pass:\n{result.message}")
+
+
+def show_solution(name):
+    """Print the source of the reference solution ``name`` (for the teacher, or after the class)."""
+    if name not in _EXERCISES:
+        raise ValueError(f"name: expected one of {sorted(_EXERCISES)}, got {name!r}")
+    source = textwrap.dedent(inspect.getsource(getattr(_Solutions, name)))
+    print(source.replace("@staticmethod\n", "", 1).rstrip())
+
+
+# --------------------------------------------------------------------------- #
+# Known mistakes. Each is the correct formula with one classic slip; a check
+# names the mistake when the student's output equals one of these.
+# --------------------------------------------------------------------------- #
+
+@dataclass(frozen=True)
+class _Mistake:
+    key: str        # stable name, for tests and for CheckResult.mistakes
+    says: str       # completes the sentence "Looks like you ..."
+    hint: str       # what to do about it
+    fn: Callable    # same signature as the student's function
+
+
+def _softmax_last(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# ---- linear -------------------------------------------------------------- #
+
+def _mistake_linear_transposed_dW(dy, x, W):
+    dx, dW, db = solutions.linear_backward(dy, x, W)
+    return dx, dy.reshape(-1, W.shape[1]).T @ x.reshape(-1, W.shape[0]), db     # dy^T x: (D_out, D_in)
+
+
+def _mistake_linear_dW_over_N(dy, x, W):
+    dx, dW, db = solutions.linear_backward(dy, x, W)
+    return dx, dW / x.reshape(-1, W.shape[0]).shape[0], db
+
+
+def _mistake_linear_db_mean(dy, x, W):
+    dx, dW, db = solutions.linear_backward(dy, x, W)
+    return dx, dW, dy.reshape(-1, W.shape[1]).mean(axis=0)
+
+
+def _mistake_linear_db_unsummed(dy, x, W):
+    dx, dW, db = solutions.linear_backward(dy, x, W)
+    return dx, dW, dy.copy()
+
+
+# ---- softmax ------------------------------------------------------------- #
+
+def _mistake_softmax_no_sum_term(dy, y):
+    return y * dy
+
+
+def _mistake_softmax_wrong_axis(dy, y):
+    return y * (dy - (dy * y).sum(axis=-2, keepdims=True))
+
+
+def _mistake_softmax_unweighted_sum(dy, y):
+    return y * (dy - dy.sum(axis=-1, keepdims=True))
+
+
+def _mistake_softmax_sign(dy, y):
+    return y * ((dy * y).sum(axis=-1, keepdims=True) - dy)
+
+
+def _mistake_softmax_no_y_factor(dy, y):
+    return dy - (dy * y).sum(axis=-1, keepdims=True)
+
+
+def _mistake_softmax_sigmoid_derivative(dy, y):
+    return dy * y * (1 - y)
+
+
+# ---- attention forward --------------------------------------------------- #
+
+def _attention_variant(q, k, v, mask=None, scale="sqrt", axis=-1, masking="fill", zero_empty_rows=True):
+    """Attention with one part swapped for a classic slip (the defaults give the right answer)."""
+    d_k = q.shape[-1]
+    factor = {"sqrt": 1.0 / math.sqrt(d_k), "none": 1.0, "d_k": 1.0 / d_k}[scale]
+    scores = q @ k.swapaxes(-1, -2) * factor
+    if mask is not None and masking == "fill":
+        scores = np.where(mask, scores, -1e9)
+    elif mask is not None and masking == "-inf":
+        scores = np.where(mask, scores, -np.inf)
+    elif mask is not None and masking == "zero":
+        scores = np.where(mask, scores, 0.0)
+    elif mask is not None and masking == "inverted":
+        scores = np.where(mask, -1e9, scores)
+    weights = _softmax_last(scores, axis=axis)
+    if mask is not None and masking == "after":
+        weights = weights * mask
+    if mask is not None and masking == "fill" and zero_empty_rows:
+        weights = weights * mask.any(axis=-1, keepdims=True)
+    return weights @ v, weights
+
+
+def _mistake_attention_no_scale(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, scale="none")
+
+
+def _mistake_attention_scale_by_d_k(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, scale="d_k")
+
+
+def _mistake_attention_softmax_wrong_axis(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, axis=-2)
+
+
+def _mistake_attention_mask_ignored(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, masking="ignored")
+
+
+def _mistake_attention_mask_after_softmax(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, masking="after")
+
+
+def _mistake_attention_mask_fill_zero(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, masking="zero")
+
+
+def _mistake_attention_mask_inverted(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, masking="inverted")
+
+
+def _mistake_attention_minus_inf(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, masking="-inf")
+
+
+def _mistake_attention_empty_rows_uniform(q, k, v, mask=None):
+    return _attention_variant(q, k, v, mask, zero_empty_rows=False)
+
+
+# ---- attention backward -------------------------------------------------- #
+
+def _attention_backward_variant(dout, q, k, v, weights, scale="sqrt", sum_term=True, dv_transposed=True,
+                                dk_transposed=True, scale_dv=False):
+    factor = {"sqrt": 1.0 / math.sqrt(q.shape[-1]), "none": 1.0, "times_sqrt": math.sqrt(q.shape[-1])}[scale]
+    dweights = dout @ v.swapaxes(-1, -2)
+    dv = (weights.swapaxes(-1, -2) if dv_transposed else weights) @ dout
+    if scale_dv:
+        dv = dv * factor
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True)) if sum_term \
+        else weights * dweights
+    dq = dscores @ k * factor
+    dk = (dscores.swapaxes(-1, -2) if dk_transposed else dscores) @ q * factor
+    return dq, dk, dv
+
+
+def _mistake_attention_backward_no_scale(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, scale="none")
+
+
+def _mistake_attention_backward_times_sqrt(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, scale="times_sqrt")
+
+
+def _mistake_attention_backward_scaled_dv(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, scale_dv=True)
+
+
+def _mistake_attention_backward_no_sum_term(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, sum_term=False)
+
+
+def _mistake_attention_backward_dv_not_transposed(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, dv_transposed=False)
+
+
+def _mistake_attention_backward_dk_not_transposed(dout, q, k, v, weights):
+    return _attention_backward_variant(dout, q, k, v, weights, dk_transposed=False)
+
+
+# ---- layernorm forward --------------------------------------------------- #
+
+def _layernorm_variant(x, gamma, beta, eps=1e-5, denominator="sqrt(var+eps)", ddof=0, axis=-1, affine=True,
+                       return_std=False):
+    mean = x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, keepdims=True, ddof=ddof)
+    std = {"sqrt(var+eps)": np.sqrt(var + eps), "std+eps": np.sqrt(var) + eps, "sqrt(var)": np.sqrt(var),
+           "var+eps": var + eps}[denominator]
+    rstd = 1.0 / std
+    xhat = (x - mean) * rstd
+    y = gamma * xhat + beta if affine else xhat
+    return y, xhat, (std if return_std else rstd)
+
+
+def _mistake_layernorm_std_plus_eps(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, denominator="std+eps")
+
+
+def _mistake_layernorm_no_eps(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, denominator="sqrt(var)")
+
+
+def _mistake_layernorm_no_sqrt(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, denominator="var+eps")
+
+
+def _mistake_layernorm_unbiased_var(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, ddof=1)
+
+
+def _mistake_layernorm_wrong_axis(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, axis=0)
+
+
+def _mistake_layernorm_no_affine(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, affine=False)
+
+
+def _mistake_layernorm_ignored_eps(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, 1e-5)
+
+
+def _mistake_layernorm_rstd_is_std(x, gamma, beta, eps=1e-5):
+    return _layernorm_variant(x, gamma, beta, eps, return_std=True)
+
+
+# ---- layernorm backward -------------------------------------------------- #
+
+def _layernorm_backward_variant(dy, xhat, rstd, gamma, mean_term=True, xhat_term=True, reduce="mean",
+                                use_gamma=True, use_rstd=True, swap_params=False, sum_params=True):
+    D = xhat.shape[-1]
+    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0) if sum_params else dy * xhat
+    dbeta = dy.reshape(-1, D).sum(axis=0)
+    dxhat = dy * gamma if use_gamma else dy
+
+    def avg(a):
+        return a.mean(axis=-1, keepdims=True) if reduce == "mean" else a.sum(axis=-1, keepdims=True)
+
+    dx = dxhat.copy()
+    if mean_term:
+        dx = dx - avg(dxhat)
+    if xhat_term:
+        dx = dx - xhat * avg(dxhat * xhat)
+    if use_rstd:
+        dx = rstd * dx
+    return (dx, dbeta, dgamma) if swap_params else (dx, dgamma, dbeta)
+
+
+def _mistake_layernorm_backward_no_mean_terms(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, mean_term=False, xhat_term=False)
+
+
+def _mistake_layernorm_backward_no_mean_dxhat(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, mean_term=False)
+
+
+def _mistake_layernorm_backward_no_xhat_term(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, xhat_term=False)
+
+
+def _mistake_layernorm_backward_sum_not_mean(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, reduce="sum")
+
+
+def _mistake_layernorm_backward_no_gamma(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, use_gamma=False)
+
+
+def _mistake_layernorm_backward_no_rstd(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, use_rstd=False)
+
+
+def _mistake_layernorm_backward_swapped_params(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, swap_params=True)
+
+
+def _mistake_layernorm_backward_unsummed_dgamma(dy, xhat, rstd, gamma):
+    return _layernorm_backward_variant(dy, xhat, rstd, gamma, sum_params=False)
+
+
+# ---- cross-entropy ------------------------------------------------------- #
+
+def _one_hot(targets, C):
+    return np.eye(C)[targets]
+
+
+def _mistake_ce_no_mean(logits, targets):
+    return _softmax_last(logits) - _one_hot(targets, logits.shape[1])
+
+
+def _mistake_ce_sign(logits, targets):
+    return (_one_hot(targets, logits.shape[1]) - _softmax_last(logits)) / logits.shape[0]
+
+
+def _mistake_ce_no_softmax(logits, targets):
+    return (logits - _one_hot(targets, logits.shape[1])) / logits.shape[0]
+
+
+def _mistake_ce_log_softmax(logits, targets):
+    logp = F.log_softmax(logits)[0]
+    return (logp - _one_hot(targets, logits.shape[1])) / logits.shape[0]
+
+
+def _mistake_ce_no_one_hot(logits, targets):
+    return _softmax_last(logits) / logits.shape[0]
+
+
+def _mistake_ce_divided_by_NC(logits, targets):
+    return (_softmax_last(logits) - _one_hot(targets, logits.shape[1])) / logits.size
+
+
+def _mistake_ce_divided_by_C(logits, targets):
+    return (_softmax_last(logits) - _one_hot(targets, logits.shape[1])) / logits.shape[1]
+
+
+def _mistake_ce_unstable(logits, targets):
+    e = np.exp(logits)                                         # no max subtracted: overflows for large logits
+    return (e / e.sum(axis=1, keepdims=True) - _one_hot(targets, logits.shape[1])) / logits.shape[0]
+
+
+# ---- positional encoding ------------------------------------------------- #
+
+def _pe_from_angles(sin_angle, cos_angle, D, layout="interleaved"):
+    """Fill a (T, D) table from the sine and cosine angle tables (T, ceil(D/2)) and (T, D // 2)."""
+    if layout == "halves":
+        return np.concatenate([np.sin(sin_angle), np.cos(cos_angle)], axis=1)
+    pe = np.zeros((sin_angle.shape[0], D))
+    pe[:, 0::2] = np.sin(sin_angle)
+    pe[:, 1::2] = np.cos(cos_angle)
+    return pe
+
+
+def _pe_variant(T, D, exponent="2i", layout="interleaved", first_position=0, divide=True):
+    pos = np.arange(first_position, first_position + T)[:, None]
+    i = np.arange((D + 1) // 2)                                # pair index
+    two_i = {"2i": 2 * i / D, "i": i / D, "int": (2 * i // D).astype(float)}[exponent]
+    angle = pos / 10000.0 ** two_i if divide else pos * 10000.0 ** two_i
+    return _pe_from_angles(angle, angle[:, : D // 2], D, layout)
+
+
+def _mistake_pe_sin_cos_swapped(T, D):
+    pos = np.arange(T)[:, None]
+    angle = pos / 10000.0 ** (2 * np.arange((D + 1) // 2) / D)
+    pe = np.zeros((T, D))
+    pe[:, 0::2] = np.cos(angle)
+    pe[:, 1::2] = np.sin(angle[:, : D // 2])
+    return pe
+
+
+def _mistake_pe_i_not_2i(T, D):
+    return _pe_variant(T, D, exponent="i")
+
+
+def _mistake_pe_column_index(T, D):
+    j = np.arange(D)
+    angle = np.arange(T)[:, None] / 10000.0 ** (j / D)        # (T, D): the cosines get their own frequency
+    return np.where(j % 2 == 0, np.sin(angle), np.cos(angle))
+
+
+def _mistake_pe_seed_sum(T, D):
+    return F.seed_positional_encoding(T, D, dtype=np.float64)
+
+
+def _mistake_pe_halves(T, D):
+    return _pe_variant(T, D, layout="halves")
+
+
+def _mistake_pe_multiplied(T, D):
+    return _pe_variant(T, D, divide=False)
+
+
+def _mistake_pe_integer_division(T, D):
+    return _pe_variant(T, D, exponent="int")
+
+
+def _mistake_pe_positions_from_one(T, D):
+    return _pe_variant(T, D, first_position=1)
+
+
+def _mistake_pe_transposed(T, D):
+    return solutions.positional_encoding(T, D).T
+
+
+# --------------------------------------------------------------------------- #
+# The checking engine
+# --------------------------------------------------------------------------- #
+
+@dataclass
+class _Case:
+    """One test input: what the student's function gets, and what it must give back."""
+
+    label: str                      # shown in messages, e.g. "dy, y of shape (3, 5)"
+    args: tuple                     # positional arguments for the student's function
+    expected: tuple                 # the reference outputs, one per output name
+    gradients: Callable | None = None   # outputs -> [GradCheckResult per output]; None: compare with `expected`
+    hint: str = ""                  # what is special about this case, added to any failure on it
+    nan_hint: str = ""              # added when the output holds NaN or inf
+
+
+@dataclass
+class _Exercise:
+    name: str                       # the student's function, and the solution's, name
+    arg_names: tuple
+    outputs: tuple                  # names of the returned arrays
+    cases: Callable                 # () -> [_Case], fixed seeds
+    mistakes: tuple
+    shape_notes: dict = field(default_factory=dict)   # output name -> why it has the shape it has
+    error_hints: tuple = ()         # (substring of an exception's text, hint)
+    normalize: Callable | None = None                 # (outputs, case) -> outputs, for harmless variations
+
+    @property
+    def is_backward(self):
+        return self.name.endswith("_backward")
+
+
+def _match_tol(*arrays):
+    """~1e-8 in float64; a float32 answer can only agree to ~1e-6."""
+    return 1e-8 if all(a.dtype.itemsize >= 8 for a in arrays) else 1e-5
+
+
+def _same(a, b):
+    """Equal shapes and values to ~1e-8 relative to b's size; NaN matches NaN."""
+    if a.shape != b.shape:
+        return False
+    finite = b[np.isfinite(b)]
+    scale = 1.0 + (float(np.abs(finite).max()) if finite.size else 0.0)
+    return bool(np.allclose(a, b, rtol=0.0, atol=_match_tol(a, b) * scale, equal_nan=True))
+
+
+def _quietly(fn, *args):
+    """Call fn with NumPy's floating-point warnings silenced: a check reports NaN itself, in words."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args)
+
+
+def _copies(args):
+    return tuple(a.copy() if isinstance(a, np.ndarray) else a for a in args)
+
+
+def _shape(a):
+    return tuple(int(n) for n in a.shape)
+
+
+def _student_line(exc):
+    """The last line of the traceback outside NumPy and this file: most likely the student's own."""
+    here = os.path.abspath(__file__)
+    numpy_dir = os.path.dirname(np.__file__)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = os.path.abspath(frame.filename)
+        if path != here and not path.startswith(numpy_dir) and frame.line:
+            return f"line {frame.lineno}: {frame.line.strip()}"
+    return ""
+
+
+_COMMON_ERROR_HINTS = (
+    ("could not be broadcast", "Two arrays' shapes do not line up. A .sum() or .mean() over an axis drops that "
+                               "axis unless you pass keepdims=True; print the .shape of each array on that line."),
+    ("core dimension", "In a @ b the last axis of a must equal the second-to-last axis of b. Write each array's "
+                       "shape next to the line, and transpose the one that does not fit; with more than two "
+                       "axes use .swapaxes(-1, -2), since .T reverses every axis."),
+    ("not enough values to unpack", "Check how many arrays you return and how many you unpack."),
+    ("too many values to unpack", "Check how many arrays you return and how many you unpack."),
+    ("NoneType", "Some variable is None: did a helper of yours forget its `return`?"),
+)
+
+
+def _fail(kind, lines, mistakes=()):
+    text = "✗ " + lines[0] + "".join("\n  " + line for line in lines[1:] if line)
+    return CheckResult(False, text, kind, tuple(mistakes))
+
+
+def _unpack(ex, case, result):
+    """The student's return value as a tuple of float arrays, or a CheckResult saying what is off."""
+    n = len(ex.outputs)
+    names = ", ".join(ex.outputs)
+    if result is None:
+        return _fail("bad_return", [f"{ex.name} returned None (on {case.label}). Did you forget the `return` line?"])
+    if n == 1:
+        if isinstance(result, tuple):
+            return _fail("bad_return", [f"{ex.name} returned a tuple of {len(result)} things; it should return "
+                                        f"one array, {names}."])
+        result = (result,)
+    elif not isinstance(result, (tuple, list)) or len(result) != n:
+        got = f"{len(result)} things" if isinstance(result, (tuple, list)) else f"one {type(result).__name__}"
+        return _fail("bad_return", [f"{ex.name} should return {n} arrays, ({names}), in that order; "
+                                    f"it returned {got}."])
+    outs = []
+    for name, value in zip(ex.outputs, result):
+        if value is None:
+            return _fail("bad_return", [f"{ex.name} returned None for {name}: compute it and return it."])
+        try:
+            array = np.asarray(value)
+        except Exception as exc:  # a ragged list, say
+            return _fail("bad_return", [f"{name} is not an array NumPy can read ({type(exc).__name__}: {exc})."])
+        if array.dtype.kind not in "fiu":
+            return _fail("bad_return", [f"{name} should be an array of real numbers, got dtype {array.dtype}."])
+        outs.append(array if array.dtype.kind == "f" else array.astype(np.float64))
+    return tuple(outs)
+
+
+class _Variants:
+    """The known mistakes' outputs on one case, computed when first asked for."""
+
+    def __init__(self, ex, case):
+        self.ex, self.case, self._outputs = ex, case, {}
+
+    def outputs(self, mistake):
+        if mistake.key not in self._outputs:
+            try:
+                out = _quietly(mistake.fn, *_copies(self.case.args))
+                out = tuple(np.asarray(o, dtype=np.float64) for o in (out if len(self.ex.outputs) > 1 else (out,)))
+            except Exception:  # this mistake cannot even run on this case, so the student did not make it
+                out = None
+            self._outputs[mistake.key] = out
+        return self._outputs[mistake.key]
+
+    def match(self, i, got):
+        """The first known mistake whose output i equals ``got`` (and differs from the right answer)."""
+        for mistake in self.ex.mistakes:
+            out = self.outputs(mistake)
+            if out is not None and _same(got, out[i]) and not _same(out[i], self.case.expected[i]):
+                return mistake
+        return None
+
+
+def _where(names, case, right):
+    """"(in dx and dW, on <case>; db is already right.)"."""
+    text = f"(In {' and '.join(names)}, on {case.label}"
+    if right:
+        text += f"; {' and '.join(right)} {'is' if len(right) == 1 else 'are'} already right"
+    return text + ".)"
+
+
+def _mistake_report(ex, case, found, right):
+    """Lines naming the recognised mistakes (one paragraph per mistake) and the outputs that are right."""
+    by_key = {}
+    for name, mistake in found:
+        by_key.setdefault(mistake.key, (mistake, []))[1].append(name)
+    lines = []
+    for n, (mistake, names) in enumerate(by_key.values()):
+        lines.append(f"Looks like you {mistake.says}.")
+        lines.append(f"Hint: {mistake.hint}")
+        lines.append(_where(names, case, right if n == len(by_key) - 1 else []))
+    return lines
+
+
+def _keys(found):
+    """The recognised mistakes' keys, each once, in order."""
+    return tuple(dict.fromkeys(m.key for _, m in found))
+
+
+def _shape_problem(ex, case, i, got, variants):
+    name, want = ex.outputs[i], _shape(case.expected[i])
+    mistake = variants.match(i, got)
+    if mistake is not None:
+        return _fail("mistake", _mistake_report(ex, case, [(name, mistake)], []), [mistake.key])
+    exp = case.expected[i]
+    if got.ndim >= 2 and got.shape == exp.shape[:-2] + exp.shape[-2:][::-1] and _same(got.swapaxes(-1, -2), exp):
+        key = f"transposed_{name}"
+        return _fail("mistake", [f"Looks like you returned {name} transposed: its shape is {_shape(got)}, and its "
+                                 f"transpose is the right answer {want} (on {case.label}).",
+                                 f"Hint: {ex.shape_notes.get(name, '')} Swap the operands of the product, or "
+                                 f"transpose them: (A B)^T = B^T A^T."], [key])
+    extra = got.ndim - exp.ndim
+    if extra > 0 and got.shape[extra:] == exp.shape and _same(got.sum(axis=tuple(range(extra))), exp):
+        key = f"unsummed_{name}"
+        return _fail("mistake", [f"Looks like you forgot to sum {name} over the rows: it has shape {_shape(got)}, and "
+                                 f"summing over its leading axes gives the right {want} (on {case.label}).",
+                                 "Hint: a parameter is shared by every row of the batch, so its gradient is the sum "
+                                 "of every row's contribution."], [key])
+    note = ex.shape_notes.get(name, "")
+    return _fail("shape", [f"{name} has shape {_shape(got)}, but it should have shape {want} (on {case.label}).",
+                           note, case.hint])
+
+
+def _worst_element(ex, case, wrong, outs, grads, right):
+    """Lines reporting the worst element of each wrong output (after a constant-factor test)."""
+    lines = []
+    for i in wrong:
+        name, got, exp = ex.outputs[i], outs[i].astype(np.float64), case.expected[i]
+        denominator = float((exp * exp).sum())
+        factor = float((got * exp).sum()) / denominator if denominator > 0 else 0.0
+        if denominator > 0 and abs(factor - 1) > 1e-6 and _same(got, factor * exp):
+            lines.append(f"Every element of {name} is {factor:.6g} times the right value (on {case.label}): "
+                         "a constant factor is missing or extra (a sign? 1/N? a scale?).")
+            continue
+        if grads is not None:
+            r = grads[i]
+            lines.append(f"{name} is wrong (on {case.label}): at index {r.index} the numerical gradient is "
+                         f"{r.numeric:+.6g} but yours is {r.analytic:+.6g} (relative error {r.max_rel_error:.1e}, "
+                         f"tolerance {r.tolerance:g}).")
+        else:
+            diff = np.abs(got - exp)
+            index = tuple(int(n) for n in np.unravel_index(int(np.argmax(diff)), diff.shape))
+            lines.append(f"{name} is wrong (on {case.label}): at index {index} the right value is "
+                         f"{exp[index]:+.6g} but yours is {got[index]:+.6g} (difference {diff[index]:.1e}).")
+    if case.hint:
+        lines.append(case.hint)
+    if right:
+        lines.append(f"({' and '.join(right)} {'is' if len(right) == 1 else 'are'} already right.)")
+    return lines
+
+
+def _run_case(fn, ex, case):
+    """Run one case: returns (None, worst error) if it passes, else (CheckResult, None)."""
+    args = _copies(case.args)
+    try:
+        result = _quietly(fn, *args)
+    except NotImplementedError:
+        return CheckResult(False, f"○ Not implemented yet: {ex.name} still raises NotImplementedError. Replace "
+                                  "`raise NotImplementedError` with your code, run that cell, then run the check "
+                                  "again.", "not_implemented"), None
+    except Exception as exc:
+        where = _student_line(exc)
+        hints = [hint for needle, hint in ex.error_hints + _COMMON_ERROR_HINTS if needle in str(exc)]
+        return _fail("error", [f"{ex.name} raised an error on {case.label}:", f"    {type(exc).__name__}: {exc}",
+                               f"(in your {where})" if where else "",
+                               *(f"Hint: {h}" for h in hints[:2]), case.hint]), None
+    for name, before, after in zip(ex.arg_names, case.args, args):
+        if isinstance(before, np.ndarray) and not np.array_equal(before, after, equal_nan=True):
+            return _fail("modified_input", [f"{ex.name} changed its input {name} in place (on {case.label}).",
+                                            f"Compute new arrays instead (`a = a - b`, not `a -= b`): a caller may "
+                                            f"still need {name}, and in a network with residual connections the "
+                                            "same gradient array feeds two branches."]), None
+    outs = _unpack(ex, case, result)
+    if isinstance(outs, CheckResult):
+        return outs, None
+    if ex.normalize is not None:
+        outs = ex.normalize(outs, case)
+    variants = _Variants(ex, case)
+    for i, (got, exp) in enumerate(zip(outs, case.expected)):
+        if got.shape != exp.shape:
+            return _shape_problem(ex, case, i, got, variants), None
+
+    bad = [i for i, got in enumerate(outs) if not np.isfinite(got).all()]
+    if bad:
+        found = [(ex.outputs[i], m) for i in bad if (m := variants.match(i, outs[i])) is not None]
+        if len(found) == len(bad):
+            return _fail("mistake", _mistake_report(ex, case, found, []), _keys(found)), None
+        i = bad[0]
+        index = tuple(int(n) for n in np.argwhere(~np.isfinite(outs[i]))[0])
+        return _fail("not_finite", [f"{ex.outputs[i]} contains NaN or inf, first at index {index} (on {case.label}).",
+                                    case.nan_hint or "NaN comes from 0/0, inf - inf or inf/inf; inf from exp of "
+                                    "a large number or a division by 0.", case.hint]), None
+
+    grads = None
+    if case.gradients is not None:
+        grads = case.gradients(outs)
+        errors = [r.max_rel_error for r in grads]
+        wrong = [i for i, r in enumerate(grads) if not r.ok]
+    else:
+        errors = [float(np.abs(got.astype(np.float64) - exp).max()) if exp.size else 0.0
+                  for got, exp in zip(outs, case.expected)]
+        scales = [1.0 + float(np.abs(exp).max()) if exp.size else 1.0 for exp in case.expected]
+        tols = [(1e-8 if got.dtype.itemsize >= 8 else 1e-5) * s for got, s in zip(outs, scales)]
+        wrong = [i for i, (e, t) in enumerate(zip(errors, tols)) if e > t]
+    if not wrong:
+        return None, max(errors)
+
+    right = [name for i, name in enumerate(ex.outputs) if i not in wrong]
+    found = [(ex.outputs[i], m) for i in wrong if (m := variants.match(i, outs[i])) is not None]
+    unexplained = [i for i in wrong if ex.outputs[i] not in {name for name, _ in found}]
+    if found:
+        lines = _mistake_report(ex, case, found, [] if unexplained else right)
+        if unexplained:
+            lines += _worst_element(ex, case, unexplained, outs, grads, right)
+        return _fail("mistake", lines, _keys(found)), None
+    return _fail("wrong_value", _worst_element(ex, case, wrong, outs, grads, right)), None
+
+
+def _run_check(fn, ex):
+    if not callable(fn):
+        return _fail("not_callable", [f"Pass the function itself: check_{ex.name}({ex.name}), without calling it "
+                                      f"(got a {type(fn).__name__})."])
+    cases = ex.cases()
+    worst = 0.0
+    for case in cases:
+        failure, error = _run_case(fn, ex, case)
+        if failure is not None:
+            return failure
+        worst = max(worst, error)
+    if ex.is_backward:
+        how = "agrees with the numerical gradient" if all(case.gradients is not None for case in cases) else \
+              "agrees with the numerical gradient and the reference"
+        measure = f"worst relative error {worst:.1e}"
+    else:
+        how, measure = "agrees with the reference", f"largest difference {worst:.1e}"
+    labels = "; ".join(case.label for case in cases)
+    return CheckResult(True, f"✓ Correct: {ex.name} {how} on all {len(cases)} test cases; {measure}.\n"
+                             f"  (Tested on {labels}.)", "correct")
+
+
+def _check(name, fn, verbose):
+    result = _run_check(fn, _EXERCISES[name])
+    if verbose:
+        print(result.message)
+    return result
+
+
+def _gradients(forward, inputs, dout, wrt):
+    """A case's gradient test: runs `check_gradients` with the student's outputs as the analytic gradients."""
+    def run(outs):
+        results = check_gradients(forward, lambda dout, **_: dict(zip(wrt, outs)), inputs, wrt=list(wrt),
+                                  dout=dout, raise_on_failure=False)
+        return [results[name] for name in wrt]
+    return run
+
+
+# --------------------------------------------------------------------------- #
+# The test cases of each exercise (fixed seeds: the same messages every time)
+# --------------------------------------------------------------------------- #
+
+def _linear_cases():
+    cases = []
+    specs = (((5, 3), 4, "x (5, 3), W (3, 4)", ""),
+             ((4, 3), 3, "a square W (3, 3)", "With a square W a transposed dW has the right shape: only its "
+                                              "values can tell."),
+             ((2, 3, 3), 4, "x with batch and time axes, (2, 3, 3), and W (3, 4)",
+              "Here x is (B, T, D_in): every row of every sequence met the same W. Flatten the leading axes "
+              "first, x.reshape(-1, D_in) and dy.reshape(-1, D_out), and sum over all rows."))
+    for seed, (x_shape, D_out, label, hint) in enumerate(specs, start=10):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=x_shape)
+        W = rng.normal(size=(x_shape[-1], D_out))
+        b = rng.normal(size=D_out)
+        dy = rng.normal(size=x_shape[:-1] + (D_out,))
+        expected = F.linear_backward(dy, F.linear(x, W, b)[1])
+        inputs = {"x": x.copy(), "W": W.copy(), "b": b}
+        grads = _gradients(lambda x, W, b: F.linear(x, W, b)[0], inputs, dy, ("x", "W", "b"))
+        cases.append(_Case(label, (dy, x, W), expected, grads, hint))
+    return cases
+
+
+def _softmax_cases():
+    cases = []
+    for seed, shape in enumerate(((3, 5), (2, 3, 4)), start=20):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(scale=1.5, size=shape)
+        dy = rng.normal(size=shape)
+        y, cache = F.softmax(x)
+        grads = _gradients(lambda x: F.softmax(x)[0], {"x": x.copy()}, dy, ("x",))
+        hint = "" if len(shape) == 2 else "Here dy and y have three axes; the softmax is still over the last one."
+        cases.append(_Case(f"dy, y of shape {shape}", (dy, y), (F.softmax_backward(dy, cache),), grads, hint))
+    return cases
+
+
+def _attention_inputs(seed, q_shape, k_shape, v_shape):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=q_shape), rng.normal(size=k_shape), rng.normal(size=v_shape), rng
+
+
+_ATTENTION_SETUPS = (
+    # (seed, q, k, v shapes, mask, label, hint)
+    (30, (3, 4), (3, 4), (3, 4), None, "q, k, v of shape (3, 4), no mask", ""),
+    (31, (2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 2), None,
+     "batched heads: q (2, 2, 3, 4), k (2, 2, 5, 4), v (2, 2, 5, 2), no mask",
+     "Here q, k, v have batch and head axes in front, (B, H, T, d), and Tq = 3 differs from Tk = 5: the "
+     "weights are (B, H, Tq, Tk)."),
+    (32, (2, 4, 4), (2, 4, 4), (2, 4, 3), F.causal_mask(4), "a causal mask (4, 4) over q, k (2, 4, 4), v (2, 4, 3)",
+     "mask is boolean and True means 'may attend'. Where it is False the weight must be exactly 0: set those "
+     "scores to a large negative number (say -1e9) before the softmax."),
+)
+
+
+def _attention_forward_cases():
+    cases = []
+    for seed, qs, ks, vs, mask, label, hint in _ATTENTION_SETUPS:
+        q, k, v, _ = _attention_inputs(seed, qs, ks, vs)
+        args = (q, k, v) if mask is None else (q, k, v, mask)
+        out, weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
+        cases.append(_Case(label, args, (out, weights), None, hint))
+    # Padding that hides every key of the second sequence: its queries have nothing to attend to.
+    q, k, v, _ = _attention_inputs(33, (2, 3, 4), (2, 4, 4), (2, 4, 3))
+    mask = np.array([[True, True, True, False], [False, False, False, False]])[:, None, :]   # (B, 1, Tk)
+    out, weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
+    hint = ("A query with nothing it may attend to must get all-zero weights (and output 0): not NaN, and not a "
+            "uniform average over keys it must not see. Zero the rows where the mask has no True.")
+    cases.append(_Case("a padding mask (2, 1, 4) that hides every key of the second sequence", (q, k, v, mask),
+                       (out, weights), None, hint,
+                       nan_hint="Filling masked scores with -inf gives a row of -inf when every key is masked, "
+                                "and the softmax then computes -inf - (-inf) = NaN. Use a large finite negative "
+                                "number such as -1e9, then zero the rows that have nothing to attend to."))
+    return cases
+
+
+def _attention_backward_cases():
+    cases = []
+    for seed, qs, ks, vs, mask, label, hint in _ATTENTION_SETUPS:
+        q, k, v, rng = _attention_inputs(seed + 10, qs, ks, vs)
+        out, weights, cache = F.scaled_dot_product_attention(q, k, v, mask)
+        dout = rng.normal(size=out.shape)
+        expected = F.scaled_dot_product_attention_backward(dout, cache)
+        forward = (lambda mask: lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask)[0])(mask)
+        grads = _gradients(forward, {"q": q.copy(), "k": k.copy(), "v": v.copy()}, dout, ("q", "k", "v"))
+        if mask is not None:
+            hint = ("The weights you are given already hold the mask's zeros, and the softmax backward keeps them "
+                    "at zero: backward needs no mask.")
+        cases.append(_Case(label, (dout, q, k, v, weights), expected, grads, hint))
+    return cases
+
+
+def _layernorm_rows(rng, shape):
+    """Rows with different means and spreads."""
+    return rng.normal(size=shape) * rng.uniform(0.5, 2.0, size=shape[:-1] + (1,)) + rng.normal(size=shape[:-1] + (1,))
+
+
+def _layernorm_forward_cases():
+    rng = np.random.default_rng(40)
+    x = _layernorm_rows(rng, (4, 6))
+    x[1] = 0.5 + 0.003 * rng.normal(size=6)                    # variance ~1e-5, as small as eps
+    x[3] = -1.0 + 0.01 * rng.normal(size=6)
+    gamma, beta = rng.normal(size=6), rng.normal(size=6)
+    y, (xhat, rstd, _) = F.layernorm(x, gamma, beta)
+    cases = [_Case("x (4, 6), two of its rows with a variance close to eps = 1e-5", (x, gamma, beta),
+                   (y, xhat, rstd), None, "eps matters when a row's variance is about as small as eps.")]
+    rng = np.random.default_rng(41)
+    x = _layernorm_rows(rng, (2, 3, 5))
+    gamma, beta = rng.normal(size=5), rng.normal(size=5)
+    y, (xhat, rstd, _) = F.layernorm(x, gamma, beta, eps=1e-3)
+    cases.append(_Case("x (2, 3, 5) with eps = 1e-3 passed as the fourth argument", (x, gamma, beta, 1e-3),
+                       (y, xhat, rstd), None, "Normalise over the last axis only, and use the eps you are given."))
+    return cases
+
+
+def _layernorm_normalize(outs, case):
+    """Accept rstd without its kept last axis, (...,) for (..., 1): both carry the same numbers."""
+    y, xhat, rstd = outs
+    if rstd.shape == case.expected[2].shape[:-1]:
+        rstd = rstd[..., None]
+    return y, xhat, rstd
+
+
+def _layernorm_backward_cases():
+    cases = []
+    for seed, shape in ((42, (4, 6)), (43, (2, 3, 5))):
+        rng = np.random.default_rng(seed)
+        x = _layernorm_rows(rng, shape)
+        gamma, beta = rng.normal(size=shape[-1]), rng.normal(size=shape[-1])
+        y, cache = F.layernorm(x, gamma, beta)
+        xhat, rstd, _ = cache
+        dy = rng.normal(size=shape)
+        grads = _gradients(lambda x, gamma, beta: F.layernorm(x, gamma, beta)[0],
+                           {"x": x.copy(), "gamma": gamma.copy(), "beta": beta.copy()}, dy, ("x", "gamma", "beta"))
+        hint = "" if len(shape) == 2 else ("Here dy is (B, T, D): gamma and beta are shared by every (b, t), so "
+                                           "sum their gradients over both leading axes.")
+        cases.append(_Case(f"dy, xhat of shape {shape}", (dy, xhat, rstd, gamma), F.layernorm_backward(dy, cache),
+                           grads, hint))
+    return cases
+
+
+def _cross_entropy_cases():
+    rng = np.random.default_rng(50)
+    logits = rng.normal(scale=2.0, size=(5, 4))
+    targets = rng.integers(0, 4, size=5)
+    _, cache = F.cross_entropy(logits, targets)
+    one = np.array(1.0)                                        # dL/dL: the check asks for dlogits of L itself
+    grads = _gradients(lambda logits, targets: F.cross_entropy(logits, targets)[0],
+                       {"logits": logits.copy(), "targets": targets}, one, ("logits",))
+    cases = [_Case("logits (5, 4), targets (5,)", (logits, targets), (F.cross_entropy_backward(one, cache),), grads)]
+    rng = np.random.default_rng(51)
+    logits = rng.normal(scale=500.0, size=(3, 6))
+    targets = rng.integers(0, 6, size=3)
+    _, cache = F.cross_entropy(logits, targets)
+    cases.append(_Case("large logits (about ±1000), (3, 6)", (logits, targets),
+                       (F.cross_entropy_backward(one, cache),), None,
+                       "Trained models produce large logits; softmax(z) equals softmax(z - max(z)).",
+                       nan_hint="exp(1000) overflows to inf, and inf / inf is NaN. Subtract each row's maximum "
+                                "from the logits before exp: the softmax does not change."))
+    return cases
+
+
+def _positional_encoding_cases():
+    return [
+        _Case("T = 6, D = 8", (6, 8), (F.sinusoidal_positional_encoding(6, 8, dtype=np.float64),)),
+        _Case("an odd width, T = 5, D = 7", (5, 7), (F.sinusoidal_positional_encoding(5, 7, dtype=np.float64),),
+              hint="With an odd D there is one more sine column than cosine columns: the last column, 2i = D - 1, "
+                   "is a sine with no cosine partner, so the cosines take angle[:, :D // 2]."),
+    ]
+
+
+# --------------------------------------------------------------------------- #
+# The exercises: signature, cases and known mistakes of each
+# --------------------------------------------------------------------------- #
+
+_GRADIENT_SHAPE = "A gradient always has the shape of the variable it is the gradient of"
+
+_EXERCISES = {ex.name: ex for ex in (
+    _Exercise(
+        "linear_backward", ("dy", "x", "W"), ("dx", "dW", "db"), _linear_cases,
+        (
+            _Mistake("transposed_dW", "transposed dW: dy^T x is (D_out, D_in)",
+                     "dW must have W's shape (D_in, D_out). From y_nj = sum_i x_ni W_ij + b_j, "
+                     "dL/dW_ij = sum_n x_ni dy_nj, which is x^T @ dy.", _mistake_linear_transposed_dW),
+            _Mistake("dW_over_N", "divided dW by the number of rows",
+                     "The backward pass only applies the chain rule: dW = x^T @ dy, a sum over rows. Any 1/N of "
+                     "a mean belongs to the loss, and dy already carries it.", _mistake_linear_dW_over_N),
+            _Mistake("db_mean", "averaged db over the rows instead of summing",
+                     "b is added to every row, so each row passes its dy on to b: db = dy.sum(axis=0).",
+                     _mistake_linear_db_mean),
+            _Mistake("unsummed_db", "forgot to sum db over the rows",
+                     "b is shared by every row, so db is the sum of every row's dy: dy.sum(axis=0), shape (D_out,).",
+                     _mistake_linear_db_unsummed),
+        ),
+        shape_notes={"dx": f"{_GRADIENT_SHAPE}: dx is shaped like x.",
+                     "dW": f"{_GRADIENT_SHAPE}: dW is (D_in, D_out) like W.",
+                     "db": f"{_GRADIENT_SHAPE}: db is (D_out,) like b."},
+    ),
+    _Exercise(
+        "softmax_backward", ("dy", "y"), ("dx",), _softmax_cases,
+        (
+            _Mistake("forgot_sum_term", "forgot the −Σ term: dx = y * dy is only the diagonal of the softmax Jacobian",
+                     "Every y_i depends on every x_j through the shared denominator: dy_i/dx_j = y_i (δ_ij − y_j). "
+                     "The off-diagonal part adds −y_j Σ_i dy_i y_i to dx_j.", _mistake_softmax_no_sum_term),
+            _Mistake("wrong_axis", "summed over the wrong axis",
+                     "The softmax normalises over the last axis, so Σ_i dy_i y_i runs over the last axis too: "
+                     ".sum(axis=-1, keepdims=True).", _mistake_softmax_wrong_axis),
+            _Mistake("unweighted_sum", "left the y out of the sum: Σ_i dy_i instead of Σ_i dy_i y_i",
+                     "dx_j = Σ_i dy_i · y_i (δ_ij − y_j): the y_i stays inside the sum.",
+                     _mistake_softmax_unweighted_sum),
+            _Mistake("sign_flipped", "flipped the sign: y (Σ − dy) instead of y (dy − Σ)",
+                     "Start from dy_i/dx_j = y_i (δ_ij − y_j): the δ term is the positive one.", _mistake_softmax_sign),
+            _Mistake("missing_y_factor", "forgot the factor y_j in front: dx_j = y_j (dy_j − Σ_i dy_i y_i)",
+                     "Both terms of the Jacobian y_i (δ_ij − y_j) carry a y; after summing over i one y_j is left "
+                     "outside the bracket.", _mistake_softmax_no_y_factor),
+            _Mistake("sigmoid_derivative", "used y (1 − y), the derivative of y_j with respect to its own x_j only",
+                     "That is the diagonal of the Jacobian (like a sigmoid's); the off-diagonal terms −y_i y_j "
+                     "give the −Σ term.", _mistake_softmax_sigmoid_derivative),
+        ),
+        shape_notes={"dx": f"{_GRADIENT_SHAPE}: dx is shaped like y."},
+    ),
+    _Exercise(
+        "attention_forward", ("q", "k", "v", "mask"), ("out", "weights"), _attention_forward_cases,
+        (
+            _Mistake("forgot_scale", "forgot the 1/√d_k scaling of the scores",
+                     "scores = q @ k^T / sqrt(d_k), d_k = q.shape[-1]. Without it the scores grow with the width "
+                     "and the softmax saturates.", _mistake_attention_no_scale),
+            _Mistake("scale_by_d_k", "divided the scores by d_k instead of √d_k",
+                     "Use np.sqrt(d_k): q·k sums d_k terms, so its standard deviation grows like √d_k.",
+                     _mistake_attention_scale_by_d_k),
+            _Mistake("softmax_wrong_axis", "took the softmax over the wrong axis",
+                     "Each query's weights over the keys must sum to 1: softmax over the last axis (Tk), "
+                     "axis=-1.", _mistake_attention_softmax_wrong_axis),
+            _Mistake("mask_ignored", "ignored the mask",
+                     "Where mask is False set the score to -1e9 before the softmax: "
+                     "np.where(mask, scores, -1e9).", _mistake_attention_mask_ignored),
+            _Mistake("mask_after_softmax", "applied the mask after the softmax, so the rows no longer sum to 1",
+                     "Mask the scores before the softmax; then the weights of the allowed keys sum to 1.",
+                     _mistake_attention_mask_after_softmax),
+            _Mistake("mask_fill_zero", "set the masked scores to 0 instead of a large negative number",
+                     "exp(0) = 1 is not a zero weight: use -1e9, whose exp underflows to 0.",
+                     _mistake_attention_mask_fill_zero),
+            _Mistake("mask_inverted", "inverted the mask: True means 'may attend'",
+                     "Keep the scores where mask is True: np.where(mask, scores, -1e9).",
+                     _mistake_attention_mask_inverted),
+            _Mistake("minus_inf_fill", "filled the masked scores with -inf, which gives NaN for a row with nothing "
+                                       "to attend to",
+                     "-inf - (-inf) = NaN inside the softmax. Use -1e9, then zero the rows that have no True in "
+                     "the mask: weights * mask.any(axis=-1, keepdims=True).", _mistake_attention_minus_inf),
+            _Mistake("empty_rows_uniform", "left a uniform average in the rows that have nothing to attend to",
+                     "With every key masked the softmax of -1e9's is uniform: multiply the weights by "
+                     "mask.any(axis=-1, keepdims=True) to make those rows zero.",
+                     _mistake_attention_empty_rows_uniform),
+        ),
+        shape_notes={"out": "out is (..., Tq, d_v): one mixed value vector per query.",
+                     "weights": "weights is (..., Tq, Tk): one row per query, one column per key."},
+        error_hints=(("bool", "mask is a boolean array: use np.where(mask, scores, -1e9), or ~mask for 'not'."),),
+    ),
+    _Exercise(
+        "attention_backward", ("dout", "q", "k", "v", "weights"), ("dq", "dk", "dv"), _attention_backward_cases,
+        (
+            _Mistake("forgot_scale", "forgot the 1/√d_k factor in dq and dk",
+                     "In the forward pass scores = q @ k^T / sqrt(d_k): the constant multiplies both gradients.",
+                     _mistake_attention_backward_no_scale),
+            _Mistake("times_sqrt_d_k", "multiplied by √d_k instead of dividing",
+                     "The forward pass divides the scores by √d_k, so the gradients are divided by it too.",
+                     _mistake_attention_backward_times_sqrt),
+            _Mistake("scaled_dv", "scaled dv by 1/√d_k too",
+                     "The scale sits on the scores, not on v: out = weights @ v gives dv = weights^T @ dout.",
+                     _mistake_attention_backward_scaled_dv),
+            _Mistake("forgot_sum_term", "forgot the −Σ term of the softmax backward",
+                     "dscores = weights * (dweights − (dweights * weights).sum(axis=-1, keepdims=True)), as in "
+                     "exercise 1.", _mistake_attention_backward_no_sum_term),
+            _Mistake("dv_not_transposed", "used weights instead of weights^T in dv",
+                     "out = weights @ v, so dv = weights^T @ dout, like dW = x^T @ dy in exercise 0. Here the shapes "
+                     "agree by chance (Tq = Tk), which is why no error was raised.",
+                     _mistake_attention_backward_dv_not_transposed),
+            _Mistake("dk_not_transposed", "used dscores instead of dscores^T in dk",
+                     "scores = q @ k^T, so dk = dscores^T @ q (times the scale). Here the shapes agree by chance "
+                     "(Tq = Tk).", _mistake_attention_backward_dk_not_transposed),
+        ),
+        shape_notes={"dq": f"{_GRADIENT_SHAPE}: dq is shaped like q.", "dk": f"{_GRADIENT_SHAPE}: dk is shaped like k.",
+                     "dv": f"{_GRADIENT_SHAPE}: dv is shaped like v."},
+    ),
+    _Exercise(
+        "layernorm_forward", ("x", "gamma", "beta", "eps"), ("y", "xhat", "rstd"), _layernorm_forward_cases,
+        (
+            _Mistake("std_plus_eps", "divided by std + eps instead of sqrt(var + eps)",
+                     "eps goes inside the square root: rstd = 1 / np.sqrt(var + eps). The two differ when a row's "
+                     "variance is small, and only sqrt(var + eps) matches the paper and every framework.",
+                     _mistake_layernorm_std_plus_eps),
+            _Mistake("no_eps", "left out eps", "rstd = 1 / np.sqrt(var + eps): eps keeps a constant row from "
+                                               "dividing by zero.", _mistake_layernorm_no_eps),
+            _Mistake("no_sqrt", "divided by var + eps instead of its square root",
+                     "Normalising means dividing by the standard deviation: np.sqrt(var + eps).",
+                     _mistake_layernorm_no_sqrt),
+            _Mistake("unbiased_var", "used the unbiased variance (divided by D − 1)",
+                     "LayerNorm divides by D: x.var(axis=-1) with the default ddof=0, or the mean of the squared "
+                     "deviations.", _mistake_layernorm_unbiased_var),
+            _Mistake("wrong_axis", "normalised over the wrong axis",
+                     "Each vector is normalised on its own: mean and variance over the last axis, "
+                     "axis=-1, keepdims=True.", _mistake_layernorm_wrong_axis),
+            _Mistake("no_affine", "forgot to scale and shift: y = gamma * xhat + beta",
+                     "gamma and beta let the network undo the normalisation where that helps.",
+                     _mistake_layernorm_no_affine),
+            _Mistake("ignored_eps", "ignored the eps argument (and used 1e-5 whatever was passed)",
+                     "Use the eps parameter of your function.", _mistake_layernorm_ignored_eps),
+            _Mistake("rstd_is_std", "returned the standard deviation as rstd",
+                     "rstd is the reciprocal: 1 / np.sqrt(var + eps), so that xhat = (x - mean) * rstd.",
+                     _mistake_layernorm_rstd_is_std),
+        ),
+        shape_notes={"y": "y is shaped like x.", "xhat": "xhat is shaped like x.",
+                     "rstd": "rstd has one number per row: x.shape[:-1] + (1,) (keepdims=True)."},
+        normalize=_layernorm_normalize,
+    ),
+    _Exercise(
+        "layernorm_backward", ("dy", "xhat", "rstd", "gamma"), ("dx", "dgamma", "dbeta"), _layernorm_backward_cases,
+        (
+            _Mistake("no_mean_terms", "left out both mean terms: dx = rstd * dxhat treats the mean and the variance "
+                                      "as constants",
+                     "μ and σ² are computed from the whole row, so moving one x_j moves them too. That adds "
+                     "−mean(dxhat) and −xhat * mean(dxhat * xhat) inside the bracket.",
+                     _mistake_layernorm_backward_no_mean_terms),
+            _Mistake("no_mean_dxhat_term", "left out the −mean(dxhat) term (the path through the mean μ)",
+                     "∂μ/∂x_j = 1/D for every j: it gives −mean(dxhat, axis=-1, keepdims=True).",
+                     _mistake_layernorm_backward_no_mean_dxhat),
+            _Mistake("no_xhat_term", "left out the −xhat * mean(dxhat * xhat) term (the path through the variance)",
+                     "∂rstd/∂x_j = −rstd³ (x_j − μ)/D: it gives −xhat * mean(dxhat * xhat, axis=-1, keepdims=True).",
+                     _mistake_layernorm_backward_no_xhat_term),
+            _Mistake("sum_not_mean", "used sums where the formula has means (a missing 1/D)",
+                     "Both correction terms are means over the last axis: ∂μ/∂x_j = 1/D.",
+                     _mistake_layernorm_backward_sum_not_mean),
+            _Mistake("no_gamma", "forgot gamma: dxhat = dy * gamma",
+                     "In the forward pass y = gamma * xhat + beta, so the gradient reaching xhat is dy * gamma.",
+                     _mistake_layernorm_backward_no_gamma),
+            _Mistake("no_rstd", "forgot the rstd factor in front of dx",
+                     "xhat = (x − μ) * rstd: every path from x to xhat is multiplied by rstd.",
+                     _mistake_layernorm_backward_no_rstd),
+            _Mistake("swapped_dgamma_dbeta", "swapped dgamma and dbeta",
+                     "y = gamma * xhat + beta: dgamma = sum(dy * xhat), dbeta = sum(dy).",
+                     _mistake_layernorm_backward_swapped_params),
+            _Mistake("unsummed_dgamma", "forgot to sum dgamma over the rows",
+                     "gamma is shared by every row, so dgamma = (dy * xhat) summed over every axis but the last.",
+                     _mistake_layernorm_backward_unsummed_dgamma),
+        ),
+        shape_notes={"dx": f"{_GRADIENT_SHAPE}: dx is shaped like xhat.",
+                     "dgamma": f"{_GRADIENT_SHAPE}: dgamma is (D,) like gamma; sum over every axis but the last.",
+                     "dbeta": f"{_GRADIENT_SHAPE}: dbeta is (D,) like beta; sum over every axis but the last."},
+    ),
+    _Exercise(
+        "cross_entropy_backward", ("logits", "targets"), ("dlogits",), _cross_entropy_cases,
+        (
+            _Mistake("forgot_divide_by_N", "forgot to divide by N",
+                     "The loss is the mean over the N rows, L = (1/N) Σ_n L_n, so every row's gradient p − y "
+                     "is divided by N.", _mistake_ce_no_mean),
+            _Mistake("sign_flipped", "flipped the sign: (y − p) / N instead of (p − y) / N",
+                     "Raising the right class's logit lowers the loss, so dL/dz_target = (p_target − 1)/N < 0.",
+                     _mistake_ce_sign),
+            _Mistake("no_softmax", "used the logits in place of the probabilities",
+                     "dL/dz = (softmax(z) − one_hot(targets)) / N: take the softmax of each row first.",
+                     _mistake_ce_no_softmax),
+            _Mistake("log_softmax", "used the log-probabilities in place of the probabilities",
+                     "The derivative of −log softmax(z)_t is softmax(z) − one_hot(t): p itself, not log p.",
+                     _mistake_ce_log_softmax),
+            _Mistake("forgot_one_hot", "forgot to subtract 1 at the target class",
+                     "dL/dz = (p − y) / N with y the one-hot target: p[np.arange(N), targets] -= 1.",
+                     _mistake_ce_no_one_hot),
+            _Mistake("divided_by_N_times_C", "divided by N·C (the number of elements) instead of N",
+                     "The mean is over the N rows, not over all N·C logits.", _mistake_ce_divided_by_NC),
+            _Mistake("divided_by_C", "divided by the number of classes C instead of the number of rows N",
+                     "N = logits.shape[0] rows; the mean is over them.", _mistake_ce_divided_by_C),
+            _Mistake("unstable_softmax", "computed exp(logits) without subtracting the row maximum, which overflows",
+                     "softmax(z) = softmax(z − max(z)): subtract each row's max before exp, and exp never sees a "
+                     "large number.", _mistake_ce_unstable),
+        ),
+        shape_notes={"dlogits": f"{_GRADIENT_SHAPE}: dlogits is shaped like logits, (N, C)."},
+        error_hints=(("index", "targets holds one class id per row: p[np.arange(N), targets] picks the target "
+                               "class of every row."),),
+    ),
+    _Exercise(
+        "positional_encoding", ("T", "D"), ("PE",), _positional_encoding_cases,
+        (
+            _Mistake("sin_cos_swapped", "swapped sin and cos",
+                     "Even columns 2i hold sin, odd columns 2i + 1 hold cos: PE[:, 0::2] = sin, PE[:, 1::2] = cos.",
+                     _mistake_pe_sin_cos_swapped),
+            _Mistake("i_not_2i", "used i instead of 2i in the exponent",
+                     "The angle is pos / 10000^(2i/D) with i the pair index: 2i is the even column index, "
+                     "np.arange(0, D, 2).", _mistake_pe_i_not_2i),
+            _Mistake("column_index", "used each column's own index j in the exponent, so the cosine columns get "
+                                     "a different frequency from their sine partner",
+                     "A pair (2i, 2i + 1) shares one angle, pos / 10000^(2i/D): compute the angles once per pair "
+                     "and take sin and cos of the same table.", _mistake_pe_column_index),
+            _Mistake("seed_sin_plus_cos", "implemented the seed article's sin(θ) + cos(θ) (errata E1)",
+                     "The paper puts sin(θ) and cos(θ) in two columns; their sum is √2·sin(θ + π/4), one number "
+                     "per frequency, which loses the rotation property (PE[pos + k] = R_k PE[pos]).",
+                     _mistake_pe_seed_sum),
+            _Mistake("halves", "put all the sines first and all the cosines after",
+                     "The paper interleaves them: sin in the even columns 2i, cos in the odd columns 2i + 1.",
+                     _mistake_pe_halves),
+            _Mistake("multiplied", "multiplied by 10000^(2i/D) instead of dividing",
+                     "The frequencies fall from 1 to 1/10000: angle = pos / 10000 ** (2i / D).",
+                     _mistake_pe_multiplied),
+            _Mistake("integer_division", "computed the exponent with integer division (2 * i // D is 0)",
+                     "Use true division, 2 * i / D, so the exponent runs from 0 towards 1.",
+                     _mistake_pe_integer_division),
+            _Mistake("positions_from_one", "counted positions from 1",
+                     "Positions are 0, 1, ..., T − 1: np.arange(T).", _mistake_pe_positions_from_one),
+            _Mistake("transposed_PE", "returned PE transposed, (D, T)",
+                     "One row per position: PE has shape (T, D).", _mistake_pe_transposed),
+        ),
+        shape_notes={"PE": "PE has one row per position and one column per dimension: (T, D)."},
+    ),
+)}
+
+
+# --------------------------------------------------------------------------- #
+# The checks, one per student function
+# --------------------------------------------------------------------------- #
+
+def check_linear_backward(fn, verbose=True):
+    """Check ``linear_backward(dy, x, W) -> (dx, dW, db)`` against numerical gradients of y = x W + b."""
+    return _check("linear_backward", fn, verbose)
+
+
+def check_softmax_backward(fn, verbose=True):
+    """Check ``softmax_backward(dy, y) -> dx`` (softmax over the last axis) against numerical gradients."""
+    return _check("softmax_backward", fn, verbose)
+
+
+def check_attention_forward(fn, verbose=True):
+    """Check ``attention_forward(q, k, v, mask=None) -> (out, weights)`` against `functional.py`."""
+    return _check("attention_forward", fn, verbose)
+
+
+def check_attention_backward(fn, verbose=True):
+    """Check ``attention_backward(dout, q, k, v, weights) -> (dq, dk, dv)`` against numerical gradients."""
+    return _check("attention_backward", fn, verbose)
+
+
+def check_layernorm_forward(fn, verbose=True):
+    """Check ``layernorm_forward(x, gamma, beta, eps=1e-5) -> (y, xhat, rstd)`` against `functional.py`."""
+    return _check("layernorm_forward", fn, verbose)
+
+
+def check_layernorm_backward(fn, verbose=True):
+    """Check ``layernorm_backward(dy, xhat, rstd, gamma) -> (dx, dgamma, dbeta)`` against numerical gradients."""
+    return _check("layernorm_backward", fn, verbose)
+
+
+def check_cross_entropy_backward(fn, verbose=True):
+    """Check ``cross_entropy_backward(logits, targets) -> dlogits`` (of the mean loss) against numerical gradients."""
+    return _check("cross_entropy_backward", fn, verbose)
+
+
+def check_positional_encoding(fn, verbose=True):
+    """Check ``positional_encoding(T, D) -> PE (T, D)`` against `functional.sinusoidal_positional_encoding`."""
+    return _check("positional_encoding", fn, verbose)
