@@ -26,6 +26,11 @@ upcasts float32 to float64. ``xp`` is ``numpy`` or ``cupy``: the arrays decide
 
 "Seed §x" points to the section of the article this project teaches from;
 where the article is wrong, the docstring says so (see ``seed-errata.md``).
+
+The end of the file holds *fast twins* of attention, LayerNorm, dropout and the
+embedding's backward: the same numbers in fewer passes over memory, which the
+modules of `nn.py` use. Read the plain versions first; the twins say how they
+differ.
 """
 
 from __future__ import annotations
@@ -174,6 +179,14 @@ def linear(x, W, b=None):
     ``W`` is stored as (D_in, D_out) so the line reads like the equation (no
     transpose). Any leading dimensions are allowed: (B, T, D_in) -> (B, T, D_out).
 
+    Why the reshape: the maths treats every row of ``x`` alike, so (B, T, D_in)
+    is just N = B*T rows. Given a 3-D ``x``, NumPy runs B separate small
+    matrix products instead of one (numpy/numpy#8957; CuPy does the same,
+    cupy/cupy#8174). One (N, D_in) @ (D_in, D_out) BLAS call is never
+    slower: 10-30% faster with NumPy 2.4 at the default classifier's
+    shapes, 15x and more with older NumPy versions and on the GPU. Folding
+    the leading axes costs nothing (a view of a contiguous array).
+
     Args: x (..., D_in); W (D_in, D_out); b (D_out,) or None.
     Returns: y (..., D_out); cache = (x, W, has_bias).
     """
@@ -182,12 +195,13 @@ def linear(x, W, b=None):
     if W.ndim != 2:
         raise ValueError(f"W: expected a 2-D matrix (D_in, D_out), got shape {tuple(W.shape)}")
     _check_last_dim("x", x, W.shape[0])
-    y = x @ W                                         # (..., D_in) -> (..., D_out)
+    if b is not None and b.shape != (W.shape[1],):
+        raise ValueError(f"b: expected shape ({W.shape[1]},), got {tuple(b.shape)}")
+    x2 = x.reshape(-1, W.shape[0])                    # (..., D_in) -> (N, D_in), N = rows of x
+    y = x2 @ W                                        # (N, D_in) @ (D_in, D_out) -> (N, D_out): one BLAS call
     if b is not None:
-        if b.shape != (W.shape[1],):
-            raise ValueError(f"b: expected shape ({W.shape[1]},), got {tuple(b.shape)}")
         y += b
-    return y, (x, W, b is not None)
+    return y.reshape(*x.shape[:-1], W.shape[1]), (x, W, b is not None)   # (N, D_out) -> (..., D_out)
 
 
 def linear_backward(dy, cache):
@@ -195,15 +209,16 @@ def linear_backward(dy, cache):
 
     .. math:: dx = dy\,W^\top, \qquad dW = x^\top dy, \qquad db = \textstyle\sum_{rows} dy
 
-    For ``dW`` the leading dimensions are flattened so that the sum over batch
-    and time is one matrix product. Returns (dx, dW, db); db is None without bias.
+    As in the forward pass the leading dimensions are folded into one, so
+    each product is one BLAS call and ``dW`` sums over batch and time inside
+    it. Returns (dx, dW, db); db is None without bias.
     """
     x, W, has_bias = cache
-    # in the forward pass this was: y = x @ W + b
-    dx = dy @ W.T                                     # (..., D_out) -> (..., D_in)
     x2 = x.reshape(-1, W.shape[0])                    # (N, D_in)
     dy2 = dy.reshape(-1, W.shape[1])                  # (N, D_out)
-    dW = x2.T @ dy2                                   # (D_in, D_out)
+    # in the forward pass this was: y = x @ W + b
+    dx = (dy2 @ W.T).reshape(x.shape)                 # (N, D_out) @ (D_out, D_in) -> (..., D_in)
+    dW = x2.T @ dy2                                   # (D_in, N) @ (N, D_out) -> (D_in, D_out)
     db = dy2.sum(axis=0) if has_bias else None        # (D_out,)
     return dx, dW, db
 
@@ -639,3 +654,262 @@ def distillation_loss_backward(dloss, cache):
     logp_s, p_t, temperature, n, shape = cache
     xp = get_array_module(logp_s)
     return ((xp.exp(logp_s) - p_t) * (dloss * temperature / n)).reshape(shape)
+
+
+# =========================================================================== #
+# Fast paths: the same formulas in fewer passes over memory
+# =========================================================================== #
+#
+# Read the plain versions above first; each function below computes the same
+# numbers as its plain twin (up to float rounding) and says how it differs.
+#
+# A training step spends most of its time in BLAS matrix products, and the
+# plain versions already use BLAS for every one of them. The rest of the time
+# goes to element-wise passes over big arrays, where every ``a - b`` allocates
+# a third array, reads two and writes one. The twins save such passes with a
+# few tricks, each explained where it is used:
+#
+# * in-place ufuncs (``w -= m``, ``xp.exp(w, out=w)``), only ever on arrays the
+#   function itself just created, never on an argument (see the top of this file);
+# * one (..., Tq, Tk) buffer that holds the scores and then, in place, the weights;
+# * ``einsum`` for a sum of products along one axis: a reduction that writes no
+#   temporary array. (Matrix products stay with BLAS.)
+# * cheaper random bits for dropout (its backward is the plain one).
+#
+# The modules of `nn.py` call these by default; ``module.use_fast_paths(False)``
+# switches a model back to the plain versions. `tests/test_fast_paths.py`
+# checks every twin against its plain version in float64, masks included.
+
+# Subtracting the row maximum before ``exp`` (see `softmax`) only protects exp
+# from overflowing: softmax is shift-invariant. Cauchy-Schwarz bounds every
+# score, |q_i . k_j| <= |q_i| |k_j|. If that bound is below 64, exp(score) lies
+# between e^-64 and e^64, far from float32's overflow (e^88.7) and from its
+# smallest normal number (e^-87): the shift can be skipped, and with it two
+# passes over the (..., Tq, Tk) scores. Above the bound we shift as usual.
+_NO_SHIFT_BOUND = 64.0
+
+
+def _masked_softmax_inplace(scores, mask, shift):
+    """Turn ``scores`` (..., Tq, Tk) into the attention weights in place, as the plain version computes them.
+
+    ``shift``: subtract the row maximum first (needed unless the scores are
+    known to be small, see ``_NO_SHIFT_BOUND``). Returns the same array.
+    """
+    xp = get_array_module(scores)
+    if mask is not None:
+        xp.copyto(scores, MASK_FILL, where=~mask)              # scores = where(mask, scores, MASK_FILL), in place
+    if shift:
+        scores -= scores.max(axis=-1, keepdims=True)           # (..., Tq, Tk) - (..., Tq, 1)
+    xp.exp(scores, out=scores)
+    row_sum = scores.sum(axis=-1, keepdims=True)               # (..., Tq, 1); 0 only for a fully masked row
+    inv_sum = 1.0 / xp.maximum(row_sum, float(np.finfo(scores.dtype).tiny))   # (the maximum avoids 1/0 there)
+    if mask is not None:
+        inv_sum *= mask.any(axis=-1, keepdims=True)            # rows with nothing to attend to: weights 0
+    scores *= inv_sum                                          # rows sum to 1 (or are all 0)
+    return scores
+
+
+def _softmax_backward_inplace(dweights, weights, row_dot):
+    """dscores = weights * (dweights - row_dot), written into ``dweights``; row_dot (..., Tq, 1) = sum_k dW W."""
+    dweights -= row_dot
+    dweights *= weights
+    return dweights
+
+
+def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
+    r"""`scaled_dot_product_attention` with one (..., Tq, Tk) buffer instead of seven.
+
+    Same arguments and results as the plain version, and one more: ``out``,
+    an array of the result's shape to write the result into. Multi-head
+    attention passes the heads' columns of the merged (B, T, D) array (a
+    view), so that merging the heads costs no copy. The plain version
+    allocates the product q k^T, the scaled scores, a masked copy, the
+    shifted scores, their exponentials, the weights and the zeroed weights:
+    seven arrays of (..., Tq, Tk), the largest in the model. Here there is one:
+
+    1. ``q`` is scaled instead of the scores: :math:`(Q/\sqrt{d_k})K^\top =
+       (QK^\top)/\sqrt{d_k}`, and (..., Tq, Dh) is Tk/Dh times smaller than
+       (..., Tq, Tk). And :math:`K^\top` is copied into its own array first:
+       OpenBLAS runs these small products with a transposed second operand
+       several times slower than with a plain one (measured 5x with 2
+       threads at Tk=128, Dh=32), and the copy is small.
+    2. Masked scores are overwritten in place with ``copyto(..., where=~mask)``:
+       the same ``MASK_FILL`` as the plain ``np.where``, without its copy.
+    3. Softmax in place: (subtract the row maximum,) exponentiate, multiply by
+       1 / row sum. The row maximum is skipped when Cauchy-Schwarz shows that
+       no score can make ``exp`` overflow (see ``_NO_SHIFT_BOUND``).
+    4. A query with no key to attend to gets zero weights by zeroing its
+       1 / row sum, a (..., Tq, 1) array, instead of a pass over all weights.
+
+    The cache keeps the scaled ``q`` (backward needs it in that form) and
+    ``out`` (small: (..., Tq, Dv)), which saves backward a pass over the
+    weights (see `scaled_dot_product_attention_fast_backward`).
+    Returns: out (..., Tq, Dv); weights (..., Tq, Tk); cache.
+    """
+    _check_attention_inputs(q, k, v, mask)
+    xp = get_array_module(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    q_scaled = q * scale                                     # (..., Tq, Dh)
+    k_transposed = xp.ascontiguousarray(k.swapaxes(-1, -2))  # (..., Dh, Tk), see 1. above
+    weights = q_scaled @ k_transposed                        # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk): scores
+    # |score| <= max_i |q_i| * max_j |k_j|: two squared norms per row, small (..., T) arrays
+    bound_squared = (float(xp.einsum("...d,...d->...", q_scaled, q_scaled).max())
+                     * float(xp.einsum("...d,...d->...", k, k).max()))
+    weights = _masked_softmax_inplace(weights, mask, shift=not bound_squared < _NO_SHIFT_BOUND ** 2)
+    out = xp.matmul(weights, v, out=out)                     # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
+    return out, weights, (q_scaled, k, v, weights, out, scale)
+
+
+def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
+    r"""Gradients of `scaled_dot_product_attention_fast`: the plain backward's maths, one shortcut.
+
+    The softmax backward needs, for every query, :math:`\sum_k dW_k W_k`, a
+    sum over the Tk keys. Because :math:`dW_k = dO \cdot v_k` and
+    :math:`O = \sum_k W_k v_k`,
+
+    .. math:: \textstyle\sum_k dW_k\, W_k = \sum_k (dO \cdot v_k)\, W_k = dO \cdot \sum_k W_k v_k = dO \cdot O,
+
+    a sum over the Dv features of two small arrays instead of a product of
+    two (..., Tq, Tk) ones (FlashAttention computes it the same way), as an
+    ``einsum`` reduction that writes no temporary array. ``dweights`` then
+    becomes ``dscores`` in place.
+
+    ``out``: None, or three arrays (dq, dk, dv) of the shapes of q, k and v to
+    write the gradients into (multi-head attention passes the q, k and v
+    slots of one (B, T, 3D) gradient, so that nothing is copied there).
+    Returns (dq, dk, dv).
+    """
+    q_scaled, k, v, weights, o, scale = cache
+    xp = get_array_module(dout)
+    if out is None:
+        out = (None, None, None)
+    elif (len({q_scaled.shape[:-2], k.shape[:-2], v.shape[:-2]}) != 1
+          or tuple(getattr(a, "shape", None) for a in out) != (q_scaled.shape, k.shape, v.shape)):
+        raise ValueError(f"out: expected three arrays shaped like q, k, v {(q_scaled.shape, k.shape, v.shape)}, which "
+                         f"must not broadcast, got {tuple(getattr(a, 'shape', None) for a in out)}")
+    # in the forward pass this was: out = weights @ v
+    v_transposed = xp.ascontiguousarray(v.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as for k^T in forward
+    dweights = dout @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+    dv = xp.matmul(weights.swapaxes(-1, -2), dout, out=out[2])   # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+    # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
+    row_dot = xp.einsum("...d,...d->...", dout, o)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
+    dscores = _softmax_backward_inplace(dweights, weights, row_dot)
+    # in the forward pass this was: scores = q_scaled @ k^T, q_scaled = q * scale
+    dq = xp.matmul(dscores, k, out=out[0])                   # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
+    dq *= scale
+    dk = xp.matmul(dscores.swapaxes(-1, -2), q_scaled, out=out[1])   # (..., Tk, Tq) @ (..., Tq, Dh) -> (..., Tk, Dh)
+    return _unbroadcast(dq, q_scaled.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+
+
+def layernorm_fast(x, gamma, beta, eps=1e-5):
+    r"""`layernorm` in fewer passes; the same cache, so either backward can follow it.
+
+    The centred ``x - mean`` is turned into ``xhat`` in place; the means are
+    matrix-vector products with the vector [1/D, ..., 1/D] (one BLAS call,
+    several times faster than NumPy's reduction along short rows); and the
+    variance is a row-wise dot product, ``einsum("nd,nd->n")``, which sums
+    the squares without first writing them to an (N, D) array.
+
+    Args: x (..., D); gamma, beta (D,).  Returns: y (..., D); cache = (xhat, rstd, gamma).
+    """
+    _check_float("x", x)
+    D = x.shape[-1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p.shape != (D,):
+            raise ValueError(f"{name}: expected shape ({D},), got {tuple(p.shape)}")
+    xp = get_array_module(x)
+    x2 = x.reshape(-1, D)                                        # (N, D)
+    average = xp.full((D,), 1.0 / D, dtype=x.dtype)              # (D,): x2 @ average = the row means
+    xhat = x2 - (x2 @ average)[:, None]                          # (N, D): x - mean, made xhat in place below
+    var = xp.einsum("nd,nd->n", xhat, xhat)[:, None] * (1.0 / D)  # (N, 1), biased like the paper
+    rstd = 1.0 / xp.sqrt(var + eps)                              # (N, 1)
+    xhat *= rstd
+    y = xhat * gamma
+    y += beta
+    lead = x.shape[:-1]
+    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(*lead, 1), gamma)
+
+
+def layernorm_fast_backward(dy, cache):
+    r"""`layernorm_backward` in fewer passes: the same formula for ``dx``, built in place.
+
+    ``dgamma`` and the row means of ``dxhat * xhat`` are ``einsum``
+    reductions (no (N, D) temporary); the other sums are matrix-vector
+    products, as in `layernorm_fast`. Returns (dx, dgamma, dbeta).
+    """
+    xhat, rstd, gamma = cache
+    xp = get_array_module(dy)
+    D = xhat.shape[-1]
+    dy2, xhat2, rstd2 = dy.reshape(-1, D), xhat.reshape(-1, D), rstd.reshape(-1, 1)   # (N, D), (N, D), (N, 1)
+    # in the forward pass this was: y = xhat * gamma + beta
+    dgamma = xp.einsum("nd,nd->d", dy2, xhat2)                   # (D,) = sum over rows of dy * xhat
+    dbeta = xp.ones(dy2.shape[0], dtype=dy.dtype) @ dy2          # (D,) = sum over rows of dy
+    dx = dy2 * gamma                                             # (N, D): dxhat, made dx in place below
+    # in the forward pass this was: xhat = (x - mean) * rstd
+    mean_dxhat_xhat = xp.einsum("nd,nd->n", dx, xhat2)[:, None] * (1.0 / D)   # (N, 1)
+    dx -= (dx @ xp.full((D,), 1.0 / D, dtype=dy.dtype))[:, None]  # dxhat - mean(dxhat)
+    dx -= xhat2 * mean_dxhat_xhat
+    dx *= rstd2
+    return dx.reshape(dy.shape), dgamma, dbeta
+
+
+def _random_uint16(rng, n):
+    """``n`` uniform 16-bit integers from ``rng``'s bit generator: four from each raw 64-bit draw.
+
+    ``random_raw`` hands out the generator's own 64-bit outputs with no
+    conversion at all, the cheapest random numbers NumPy makes. They are
+    split by viewing them as uint16, so the result depends on the machine's
+    byte order (every usual CPU is little-endian).
+    """
+    return rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n]     # (n,) uint16, on the CPU
+
+
+def dropout_fast(x, p, rng, training=True):
+    r"""`dropout` with cheaper random bits: 16 bits per element instead of a float32.
+
+    Drawing one float32 in [0, 1) per element costs more than all the rest
+    of dropout. Here each element gets 16 raw random bits from ``rng`` and is
+    kept when they are at least ``round(p * 65536)``. So ``p`` is quantised to
+    a multiple of 1/65536 (0.1 becomes 6554/65536 = 0.100006); the scale uses
+    the same quantised ``p``, so the expectation of ``y`` is still exactly ``x``.
+
+    The mask still comes from ``rng`` only, on the CPU: the same seed gives the
+    same bits. They are different bits from `dropout`'s for the same seed.
+    The cache is the same as `dropout`'s (the scaled mask), so the backward
+    is `dropout_backward`.
+
+    Args and returns as `dropout`.
+    """
+    _check_float("x", x)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p: expected a probability in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return x, None
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    xp = get_array_module(x)
+    threshold = min(round(p * 65536), 65535)                 # P(bits < threshold) = p, quantised
+    bits = _random_uint16(rng, math.prod(x.shape))           # (n,) uint16, on the CPU
+    keep = xp.asarray((bits >= threshold).reshape(x.shape))  # (...) bool, True = keep
+    scale = keep.astype(x.dtype)                             # m, then in place m / (1 - p) with p quantised
+    scale *= 1.0 / (1.0 - threshold / 65536)
+    return x * scale, scale
+
+
+def embedding_backward_fast(dy, cache):
+    r"""`embedding_backward` as one ``bincount`` instead of ``add.at``.
+
+    ``add.at`` must handle an id that repeats, so it adds one row of D numbers
+    at a time: thousands of small steps. Here every number gets its own
+    index into the flattened (V * D) table, ``ids[n] * D + d``, and one
+    ``bincount(index, weights=dy)`` call sums all equal indices at once,
+    whatever the ids. ``bincount`` adds in float64, so the sum is at least
+    as accurate as ``add.at``'s; the result is cast back to ``dy``'s dtype.
+
+    Args and returns as `embedding_backward`: dE (V, D).
+    """
+    ids, (V, D) = cache
+    xp = get_array_module(dy)
+    index = ids.reshape(-1, 1) * D + xp.arange(D)                        # (N, D): row ids[n], column d
+    dE = xp.bincount(index.reshape(-1), weights=dy.reshape(-1), minlength=V * D)   # (V * D,) float64
+    return dE.reshape(V, D).astype(dy.dtype, copy=False)

@@ -23,6 +23,12 @@ Every module is built in ``dtype`` (float32 by default; float64 for gradient
 checks) and keeps it: constants are Python floats, never NumPy float64
 scalars, which would silently upcast float32 arrays.
 
+Four layers have a *fast path*: `Embedding`, `LayerNorm`, `Dropout` and
+`MultiHeadAttention` call the ``*_fast`` twins at the end of `functional.py`,
+which compute the same numbers in fewer passes over memory (dropout draws its
+mask from cheaper random bits). ``model.use_fast_paths(False)`` switches a
+whole model back to the plain formulas, to step through them or compare.
+
 The layers, bottom up: `Linear`, `Embedding`, `PositionalEncoding`,
 `LayerNorm`, `Dropout`, `MultiHeadAttention`, `FeedForward`,
 `TransformerBlock` (post-LN, pre-LN, parallel), `TransformerEncoder`.
@@ -103,6 +109,10 @@ class Module:
     (``blocks.0.attn.W_qkv``).
     """
 
+    #: Call the ``*_fast`` twins of the formulas (True) or the plain ones (False).
+    #: Read by the layers that have a fast path; set it with `use_fast_paths`.
+    fast = True
+
     def __init__(self):
         self.training = True
 
@@ -167,6 +177,16 @@ class Module:
     def eval(self):
         """Evaluation mode: dropout is the identity."""
         return self.train(False)
+
+    def use_fast_paths(self, enabled: bool = True):
+        """Use the fast twins of the formulas (the default) or, with False, the plain ones. Returns self.
+
+        Applies to this module and everything below it. The results agree up to
+        float rounding, except dropout, whose fast twin draws other random bits.
+        """
+        for m in self.modules():
+            m.fast = bool(enabled)
+        return self
 
     # ---- saving and loading ------------------------------------------------
     def state_dict(self):
@@ -256,28 +276,6 @@ def _normal(rng, shape, std, dtype):
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 
-def _linear(x, W, b=None):
-    """`functional.linear` with every leading axis folded into one: (..., D_in) -> (..., D_out).
-
-    The maths is exactly ``y = x W + b``; only the bookkeeping differs. NumPy
-    runs a (B, T, D_in) @ (D_in, D_out) product as B separate small matrix
-    products (numpy/numpy#8957); for the default classifier's float32 shapes
-    we measured that 30-50x slower than the same numbers as one
-    (B*T, D_in) @ (D_in, D_out) BLAS call. Reshaping a contiguous array is
-    free (a view), so we always fold.
-    """
-    lead = x.shape[:-1]
-    y, cache = F.linear(x.reshape(-1, x.shape[-1]), W, b)      # (N, D_in) -> (N, D_out), N = prod(lead)
-    return y.reshape(*lead, W.shape[1]), (cache, lead)
-
-
-def _linear_backward(dy, cache):
-    """Backward of `_linear`: `functional.linear_backward` on the folded arrays. Returns (dx, dW, db)."""
-    cache, lead = cache
-    dx, dW, db = F.linear_backward(dy.reshape(-1, dy.shape[-1]), cache)
-    return dx.reshape(*lead, dx.shape[-1]), dW, db
-
-
 def _forward_first(cache, module):
     if cache is None:
         raise RuntimeError(f"{type(module).__name__}.backward: call forward first (there is no cache to use)")
@@ -311,11 +309,11 @@ class Linear(Module):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = _linear(x, self.W.data, None if self.b is None else self.b.data)
+        y, self._cache = F.linear(x, self.W.data, None if self.b is None else self.b.data)
         return y
 
     def backward(self, dout):
-        dx, dW, db = _linear_backward(dout, _forward_first(self._cache, self))
+        dx, dW, db = F.linear_backward(dout, _forward_first(self._cache, self))
         self.W.grad += dW
         if self.b is not None:
             self.b.grad += db
@@ -355,9 +353,10 @@ class Embedding(Module):
         return y
 
     def backward(self, dout):
+        embedding_backward = F.embedding_backward_fast if self.fast else F.embedding_backward
         # += : with tied input/output embeddings, the output layer has already
         # added its share to E.grad; '=' would silently throw that away.
-        self.E.grad += F.embedding_backward(dout, _forward_first(self._cache, self))
+        self.E.grad += embedding_backward(dout, _forward_first(self._cache, self))
         return None
 
     def _extra_repr(self):
@@ -450,11 +449,14 @@ class LayerNorm(Module):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache = F.layernorm(x, self.gamma.data, self.beta.data, self.eps)
+        layernorm = F.layernorm_fast if self.fast else F.layernorm
+        y, self._cache = layernorm(x, self.gamma.data, self.beta.data, self.eps)
         return y
 
     def backward(self, dout):
-        dx, dgamma, dbeta = F.layernorm_backward(dout, _forward_first(self._cache, self))
+        # the two forwards leave the same cache, so either backward fits either forward
+        layernorm_backward = F.layernorm_fast_backward if self.fast else F.layernorm_backward
+        dx, dgamma, dbeta = layernorm_backward(dout, _forward_first(self._cache, self))
         self.gamma.grad += dgamma
         self.beta.grad += dbeta
         return dx
@@ -482,13 +484,15 @@ class Dropout(Module):
         self._ran = False
 
     def forward(self, x):
-        y, self._cache = F.dropout(x, self.p, self.rng, training=self.training)
+        dropout = F.dropout_fast if self.fast else F.dropout
+        y, self._cache = dropout(x, self.p, self.rng, training=self.training)
         self._ran = True
         return y
 
     def backward(self, dout):
         if not self._ran:
             raise RuntimeError("Dropout.backward: call forward first")
+        # both forwards leave the scaled mask in the cache: one backward for both
         return F.dropout_backward(dout, self._cache)
 
     def _extra_repr(self):
@@ -560,50 +564,63 @@ class MultiHeadAttention(Module):
         H = self.n_heads
         # 1. project to queries, keys and values and split into heads
         if self.fused_qkv:
-            qkv, qkv_cache = _linear(x, self.W_qkv.data, self._data(self.b_qkv))   # (B, T, D) -> (B, T, 3D)
+            qkv, qkv_cache = F.linear(x, self.W_qkv.data, self._data(self.b_qkv))   # (B, T, D) -> (B, T, 3D)
             # columns are [q | k | v], each [head 0 | head 1 | ...]: a reshape and a transpose (views) split them
             q, k, v = qkv.reshape(B, T, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # 3 x (B, H, T, Dh)
             proj_cache = qkv_cache
         else:
-            q, q_cache = _linear(x, self.W_q.data, self._data(self.b_q))           # (B, T, D)
-            k, k_cache = _linear(x, self.W_k.data, self._data(self.b_k))
-            v, v_cache = _linear(x, self.W_v.data, self._data(self.b_v))
+            q, q_cache = F.linear(x, self.W_q.data, self._data(self.b_q))           # (B, T, D)
+            k, k_cache = F.linear(x, self.W_k.data, self._data(self.b_k))
+            v, v_cache = F.linear(x, self.W_v.data, self._data(self.b_v))
             q, k, v = F.split_heads(q, H), F.split_heads(k, H), F.split_heads(v, H)  # (B, H, T, Dh) each
             proj_cache = (q_cache, k_cache, v_cache)
-        # 2. every head attends on its own
-        heads, weights, attn_cache = F.scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, Dh), (B, H, T, T)
-        # 3. concatenate the heads and mix them with W_o
-        y, out_cache = _linear(F.merge_heads(heads), self.W_o.data, self._data(self.b_o))  # (B, T, D) -> (B, T, D)
+        # 2. every head attends on its own, 3. the heads are concatenated again
+        if self.fast:
+            # the fast attention writes each head's output straight into its columns of the merged array
+            merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
+            _, weights, attn_cache = F.scaled_dot_product_attention_fast(q, k, v, mask, out=F.split_heads(merged, H))
+        else:
+            heads, weights, attn_cache = F.scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, Dh), (B, H, T, T)
+            merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
+        # 4. mix the heads with W_o
+        y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, attn_cache, out_cache, (B, T, H))
+        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H))
         return y
 
     def backward(self, dout):
-        proj_cache, attn_cache, out_cache, (B, T, H) = _forward_first(self._cache, self)
+        proj_cache, (fast, attn_cache), out_cache, (B, T, H) = _forward_first(self._cache, self)
         # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
-        dmerged, dW_o, db_o = _linear_backward(dout, out_cache)                   # (B, T, D)
+        dmerged, dW_o, db_o = F.linear_backward(dout, out_cache)                   # (B, T, D)
         self.W_o.grad += dW_o
         if self.b_o is not None:
             self.b_o.grad += db_o
         dheads = F.merge_heads_backward(dmerged, H)                               # (B, H, T, Dh)
         # in the forward pass this was: heads = softmax(q k^T / sqrt(Dh) + M) v
-        dq, dk, dv = F.scaled_dot_product_attention_backward(dheads, attn_cache)  # (B, H, T, Dh) each
         if self.fused_qkv:
             # in the forward pass this was: q, k, v = qkv.reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)
-            # so write dq, dk, dv through the same view of a fresh (B, T, 3D) array: one copy, no concatenate.
-            dqkv = get_array_module(dq).empty((B, T, 3, H, dq.shape[-1]), dtype=dq.dtype)
+            # so dq, dk, dv go through the same view of a fresh (B, T, 3D) array: no concatenate.
+            xp = get_array_module(dheads)
+            dqkv = xp.empty((B, T, 3, H, dheads.shape[-1]), dtype=dheads.dtype)
             dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
-            dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = dq, dk, dv
-            dx, dW_qkv, db_qkv = _linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
+            if fast:            # the fast backward writes into the view itself: no copy at all
+                F.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
+            else:
+                dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = F.scaled_dot_product_attention_backward(
+                    dheads, attn_cache)                                           # one copy each
+            dx, dW_qkv, db_qkv = F.linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
             self.W_qkv.grad += dW_qkv
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
             return dx
+        attention_backward = (F.scaled_dot_product_attention_fast_backward if fast
+                              else F.scaled_dot_product_attention_backward)
+        dq, dk, dv = attention_backward(dheads, attn_cache)                      # (B, H, T, Dh) each
         # x fed all three projections, so its gradient is the sum of three
         dx = None
         for dh, cache, W, b in ((dq, proj_cache[0], self.W_q, self.b_q), (dk, proj_cache[1], self.W_k, self.b_k),
                                 (dv, proj_cache[2], self.W_v, self.b_v)):
-            dpart, dW, db = _linear_backward(F.split_heads_backward(dh), cache)  # (B, H, T, Dh) -> (B, T, D)
+            dpart, dW, db = F.linear_backward(F.split_heads_backward(dh), cache)  # (B, H, T, Dh) -> (B, T, D)
             W.grad += dW
             if b is not None:
                 b.grad += db
@@ -645,21 +662,21 @@ class FeedForward(Module):
         self._cache = None
 
     def forward(self, x):
-        hidden, cache1 = _linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
+        hidden, cache1 = F.linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
         a, act_cache = self._act(hidden)                             # (..., F)
-        y, cache2 = _linear(self.drop(a), self.W2.data, self.b2.data)  # (..., F) -> (..., D)
+        y, cache2 = F.linear(self.drop(a), self.W2.data, self.b2.data)  # (..., F) -> (..., D)
         self._cache = (cache1, act_cache, cache2)
         return y
 
     def backward(self, dout):
         cache1, act_cache, cache2 = _forward_first(self._cache, self)
         # in the forward pass this was: y = drop(a) @ W2 + b2
-        da, dW2, db2 = _linear_backward(dout, cache2)
+        da, dW2, db2 = F.linear_backward(dout, cache2)
         da = self.drop.backward(da)
         # in the forward pass this was: a = act(hidden)
         dhidden = self._act_backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
-        dx, dW1, db1 = _linear_backward(dhidden, cache1)
+        dx, dW1, db1 = F.linear_backward(dhidden, cache1)
         self.W1.grad += dW1
         self.b1.grad += db1
         self.W2.grad += dW2

@@ -238,6 +238,47 @@ def attention_with_a_fully_masked_row(dev, dtype):
     return _attention(dev, dtype, dev(mask))
 
 
+def _attention_fast(dev, dtype, mask):
+    q, k, v = dev(_host((2, 2, 3, 4), dtype, 0)), dev(_host((2, 2, 5, 4), dtype, 1)), dev(_host((2, 2, 5, 3), dtype, 2))
+    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
+    dq, dk, dv = F.scaled_dot_product_attention_fast_backward(dev(_host((2, 2, 3, 3), dtype, 3)), cache)
+    return {"out": out, "weights": weights, "dq": dq, "dk": dk, "dv": dv}
+
+
+@functional_case(F.padding_mask, F.scaled_dot_product_attention_fast, F.scaled_dot_product_attention_fast_backward)
+def attention_fast_with_masks(dev, dtype):
+    """The fast twin: copyto with a broadcast mask, a fully masked row, and no mask."""
+    valid = dev(np.array([[True] * 5, [True, True, False, False, False]]))
+    mask = F.padding_mask(valid) & dev(F.causal_mask(3, 5))
+    fully = np.random.default_rng(9).random((2, 2, 3, 5)) < 0.6
+    fully[:, :, 1] = False
+    out = {f"{key} padding+causal": value for key, value in _attention_fast(dev, dtype, mask).items()}
+    out.update({f"{key} fully masked row": value for key, value in _attention_fast(dev, dtype, dev(fully)).items()})
+    out.update({f"{key} no mask": value for key, value in _attention_fast(dev, dtype, None).items()})
+    return out
+
+
+@functional_case(F.layernorm_fast, F.layernorm_fast_backward)
+def layernorm_fast(dev, dtype):
+    y, cache = F.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
+                                dev(_host((6,), dtype, 2)))
+    dx, dgamma, dbeta = F.layernorm_fast_backward(dev(_host((2, 3, 6), dtype, 3)), cache)
+    return {"y": y, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
+
+
+@functional_case(F.dropout_fast)
+def dropout_fast(dev, dtype):
+    """The fast twin draws its bits on the CPU too, then copies the boolean mask to the device."""
+    y, cache = F.dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
+    return {"y": y, "dx": F.dropout_backward(dev(_host((4, 6), dtype, 1)), cache)}
+
+
+@functional_case(F.embedding_backward_fast)
+def embedding_backward_fast(dev, dtype):
+    _, cache = F.embedding(dev(np.array([[0, 2, 2], [3, 0, 2]])), dev(_host((4, 3), dtype, 0)))
+    return {"dE": F.embedding_backward_fast(dev(_host((2, 3, 3), dtype, 1)), cache)}
+
+
 @functional_case(F.split_heads, F.merge_heads, F.split_heads_backward, F.merge_heads_backward)
 def split_and_merge_heads(dev, dtype):
     x = dev(_host((2, 3, 6), dtype, 0))

@@ -69,8 +69,8 @@ def test_classifier_gradients_relu_learned_pe_unscaled():
     # one uses a seed whose hidden units all sit well away from 0, and says so if that ever changes.
     model(IDS, MASK)
     for block in model.encoder.blocks:
-        (x2, W1, _), _ = block.ffn._cache[0]
-        hidden = x2 @ W1 + block.ffn.b1.data
+        x, W1, _ = block.ffn._cache[0]
+        hidden = x @ W1 + block.ffn.b1.data
         assert np.abs(hidden).min() > 1e-2, "a ReLU input is within the finite-difference step of its kink"
     model_gradcheck(model, IDS, MASK)
 
