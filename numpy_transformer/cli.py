@@ -322,7 +322,8 @@ def _add_model_flags(p):
     g.add_argument("--dropout", type=float, default=0.1, help="dropout probability (default 0.1)")
     g.add_argument("--norm", choices=["post", "pre", "parallel"], default="pre",
                    help="where LayerNorm goes (errata E2; default pre)")
-    g.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="sequence pooling (errata E4)")
+    g.add_argument("--pooling", choices=["cls", "mean"], default="mean",
+                   help="sequence pooling, errata E4: masked mean (default; better on validation) or [CLS]")
     g.add_argument("--min-freq", type=int, default=2, help="keep characters seen at least this often (default 2)")
 
 
