@@ -212,13 +212,17 @@ def cmd_demo(args):
     print(f"Step 4. Attention maps -> {out_dir}/")
     print("=" * 78)
     test = splits["test"]
-    picks = [int(np.flatnonzero(test.labels == c)[0]) for c in (1, 0)]
+    # one short positive and one short negative test review: maps stay readable up to ~30 characters
+    short = np.array([8 <= len(t) <= 30 for t in test.texts])
+    picks = [int(np.flatnonzero((test.labels == c) & short)[0]) if ((test.labels == c) & short).any()
+             else int(np.flatnonzero(test.labels == c)[0]) for c in (1, 0)]
     examples = [("seed_sentence1", texts[0]), ("seed_sentence2", texts[1])] + [
-        (f"test_review{i + 1}", test.texts[j][:60]) for i, j in enumerate(picks)]
+        (f"test_review{i + 1}", test.texts[j][:30]) for i, j in enumerate(picks)]
     for stem, text in examples:
         for path in _plot_attention(model, tok, text, out_dir, stem, args.max_len):
             print(f"    wrote {path}")
-    viz.training_curves(history.as_dict(), path=out_dir / "training_curves.png")
+    import matplotlib.pyplot as plt
+    plt.close(viz.training_curves(history.as_dict(), path=out_dir / "training_curves.png"))
     print(f"    wrote {out_dir / 'training_curves.png'}")
 
     print("\n" + "=" * 78)
