@@ -593,6 +593,11 @@ def cross_entropy(logits, targets, ignore_index=-100, label_smoothing=0.0):
     if bool(bad.any()):
         raise ValueError(f"targets: expected class ids in [0, {C}) or ignore_index={ignore_index}, "
                          f"got {int(t[bad][0])}")
+    # A NaN or inf here means the model has already diverged; say so instead of
+    # returning a NaN loss that silently poisons every weight on the next update.
+    if not bool(xp.isfinite(z).all()):
+        raise ValueError("logits: expected finite values, got NaN or inf (the model diverged: "
+                         "try a smaller learning rate or gradient clipping)")
     logp, _ = log_softmax(z)                                 # (N_all, C)
     t_safe = xp.where(keep, t, 0)
     y = xp.zeros_like(logp)                                  # (N_all, C) the target distribution

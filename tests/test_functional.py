@@ -820,3 +820,12 @@ def test_other_bad_inputs_name_the_argument():
         F.padding_mask(np.ones((2, 3), dtype=np.int64))
     with pytest.raises(ValueError, match=r"T, D: expected positive sizes, got T=0, D=4"):
         F.sinusoidal_positional_encoding(0, 4)
+
+
+def test_cross_entropy_refuses_non_finite_logits():
+    """A diverged model gives NaN logits: the loss says so instead of returning NaN."""
+    logits = np.array([[0.0, np.nan], [1.0, 2.0]])
+    with pytest.raises(ValueError, match="logits: expected finite values"):
+        F.cross_entropy(logits, np.array([0, 1]))
+    with pytest.raises(ValueError, match="logits: expected finite values"):
+        F.cross_entropy(np.array([[np.inf, 0.0]]), np.array([0]))
