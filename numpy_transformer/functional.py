@@ -285,6 +285,18 @@ def layernorm_backward(dy, cache):
 # Dropout (Srivastava et al. 2014). Seed §5 claims regularisation (C6) but has none.
 # --------------------------------------------------------------------------- #
 
+def _dropout_is_active(x, p, rng, training):
+    """Check dropout's arguments; False when nothing is dropped (eval mode or p = 0)."""
+    _check_float("x", x)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"p: expected a probability in [0, 1), got {p}")
+    if not training or p == 0.0:
+        return False
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
+    return True
+
+
 def dropout(x, p, rng, training=True):
     r"""Inverted dropout: zero each element with probability ``p``, scale the rest by ``1/(1-p)``.
 
@@ -297,13 +309,8 @@ def dropout(x, p, rng, training=True):
     same seed gives the same mask); training: False -> identity.
     Returns: y (...); cache = scaled mask, or None when nothing was dropped.
     """
-    _check_float("x", x)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p: expected a probability in [0, 1), got {p}")
-    if not training or p == 0.0:
+    if not _dropout_is_active(x, p, rng, training):
         return x, None
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     xp = get_array_module(x)
     # The mask is drawn on the CPU so that a seed gives the same bits on every
     # machine; on the GPU it is then copied over.
@@ -885,13 +892,8 @@ def dropout_fast(x, p, rng, training=True):
 
     Args and returns as `dropout`.
     """
-    _check_float("x", x)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"p: expected a probability in [0, 1), got {p}")
-    if not training or p == 0.0:
+    if not _dropout_is_active(x, p, rng, training):
         return x, None
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     xp = get_array_module(x)
     threshold = min(round(p * 65536), 65535)                 # P(bits < threshold) = p, quantised
     bits = _random_uint16(rng, math.prod(x.shape))           # (n,) uint16, on the CPU
