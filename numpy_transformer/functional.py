@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from .backend import get_array_module
+from .parallel import for_each_slice
 
 # The value written into masked attention scores before the softmax. A finite
 # number rather than -inf: exp(-1e9 - max) underflows cleanly to 0, whereas
@@ -728,8 +729,27 @@ def _softmax_backward_inplace(dweights, weights, row_dot):
     return dweights
 
 
+def _batch_rows(q, k, v):
+    """How many leading rows attention can be cut into: the first batch axis, if q, k, v share it.
+
+    When the leading axes broadcast (a k shared by every sequence, say), the
+    sequences are not independent slices of the inputs: then there is one
+    slice, the whole. Returns (n_rows, lead): lead = the scores' leading shape.
+    """
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    same = q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    return (lead[0] if lead and same else 1), lead
+
+
+def _rows_of(a, rows, ndim):
+    """``a[rows]`` if ``a`` has the full ``ndim`` and its own first axis, else ``a`` (it broadcasts there)."""
+    if a is None or a.ndim < ndim or a.shape[0] == 1 or rows == slice(None):
+        return a
+    return a[rows]
+
+
 def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
-    r"""`scaled_dot_product_attention` with one (..., Tq, Tk) buffer instead of seven.
+    r"""`scaled_dot_product_attention` with one (..., Tq, Tk) buffer instead of seven, on every core.
 
     Same arguments and results as the plain version, and one more: ``out``,
     an array of the result's shape to write the result into. Multi-head
@@ -752,6 +772,11 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
        no score can make ``exp`` overflow (see ``_NO_SHIFT_BOUND``).
     4. A query with no key to attend to gets zero weights by zeroing its
        1 / row sum, a (..., Tq, 1) array, instead of a pass over all weights.
+    5. Every sequence of the batch is independent of the others, so the
+       sequences are cut into one slice per CPU core and the slices run at
+       the same time (`parallel.for_each_slice`), each writing its part of the
+       preallocated weights and output. On 2 cores this halves the time of
+       the many small per-head products, which BLAS alone cannot spread.
 
     The cache keeps the scaled ``q`` (backward needs it in that form) and
     ``out`` (small: (..., Tq, Dv)), which saves backward a pass over the
@@ -761,14 +786,29 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
     _check_attention_inputs(q, k, v, mask)
     xp = get_array_module(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1])
-    q_scaled = q * scale                                     # (..., Tq, Dh)
-    k_transposed = xp.ascontiguousarray(k.swapaxes(-1, -2))  # (..., Dh, Tk), see 1. above
-    weights = q_scaled @ k_transposed                        # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk): scores
-    # |score| <= max_i |q_i| * max_j |k_j|: two squared norms per row, small (..., T) arrays
-    bound_squared = (float(xp.einsum("...d,...d->...", q_scaled, q_scaled).max())
+    n_rows, lead = _batch_rows(q, k, v)
+    Tq, Tk, dtype = q.shape[-2], k.shape[-2], np.result_type(q.dtype, k.dtype, v.dtype)
+    ndim = len(lead) + 2
+    # |score| <= max_i |q_i| * max_j |k_j| * scale: two squared norms per row, small (..., T) arrays
+    bound_squared = (float(xp.einsum("...d,...d->...", q, q).max()) * scale ** 2
                      * float(xp.einsum("...d,...d->...", k, k).max()))
-    weights = _masked_softmax_inplace(weights, mask, shift=not bound_squared < _NO_SHIFT_BOUND ** 2)
-    out = xp.matmul(weights, v, out=out)                     # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
+    shift = not bound_squared < _NO_SHIFT_BOUND ** 2
+    q_scaled = xp.empty(q.shape, dtype=q.dtype)                          # (..., Tq, Dh)
+    weights = xp.empty(lead + (Tq, Tk), dtype=dtype)                     # (..., Tq, Tk): scores, then weights
+    if out is None:
+        out = xp.empty(lead + (Tq, v.shape[-1]), dtype=dtype)            # (..., Tq, Dv)
+
+    def attend(rows):           # the sequences in ``rows``, a slice of the first axis
+        rows = rows if n_rows > 1 else slice(None)                      # one slice: everything, broadcasting
+        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q, k, v))
+        w_s = weights[rows]
+        xp.multiply(q_s, scale, out=q_scaled[rows])                     # (..., Tq, Dh)
+        k_transposed = xp.ascontiguousarray(k_s.swapaxes(-1, -2))       # (..., Dh, Tk), see 1. above
+        xp.matmul(_rows_of(q_scaled, rows, ndim), k_transposed, out=w_s)  # (..., Tq, Dh) @ (..., Dh, Tk): scores
+        _masked_softmax_inplace(w_s, _rows_of(mask, rows, ndim), shift)
+        xp.matmul(w_s, v_s, out=out[rows])                                 # (..., Tq, Tk) @ (..., Tk, Dv)
+
+    for_each_slice(attend, n_rows, elements_per_row=math.prod(weights.shape[1:]), parallel=xp is np)
     return out, weights, (q_scaled, k, v, weights, out, scale)
 
 
@@ -784,7 +824,9 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     a sum over the Dv features of two small arrays instead of a product of
     two (..., Tq, Tk) ones (FlashAttention computes it the same way), as an
     ``einsum`` reduction that writes no temporary array. ``dweights`` then
-    becomes ``dscores`` in place.
+    becomes ``dscores`` in place. As in the forward pass, the sequences of
+    the batch are cut into slices that run on all cores at once; each slice
+    has its own small ``dweights`` buffer.
 
     ``out``: None, or three arrays (dq, dk, dv) of the shapes of q, k and v to
     write the gradients into (multi-head attention passes the q, k and v
@@ -799,17 +841,29 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
           or tuple(getattr(a, "shape", None) for a in out) != (q_scaled.shape, k.shape, v.shape)):
         raise ValueError(f"out: expected three arrays shaped like q, k, v {(q_scaled.shape, k.shape, v.shape)}, which "
                          f"must not broadcast, got {tuple(getattr(a, 'shape', None) for a in out)}")
-    # in the forward pass this was: out = weights @ v
-    v_transposed = xp.ascontiguousarray(v.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as for k^T in forward
-    dweights = dout @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
-    dv = xp.matmul(weights.swapaxes(-1, -2), dout, out=out[2])   # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
-    # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
-    row_dot = xp.einsum("...d,...d->...", dout, o)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
-    dscores = _softmax_backward_inplace(dweights, weights, row_dot)
-    # in the forward pass this was: scores = q_scaled @ k^T, q_scaled = q * scale
-    dq = xp.matmul(dscores, k, out=out[0])                   # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
-    dq *= scale
-    dk = xp.matmul(dscores.swapaxes(-1, -2), q_scaled, out=out[1])   # (..., Tk, Tq) @ (..., Tq, Dh) -> (..., Tk, Dh)
+    n_rows, lead = _batch_rows(q_scaled, k, v)
+    ndim = len(lead) + 2
+    # Gradients of the scores' leading shape; summed back to q's, k's, v's shapes at the end if they broadcast.
+    dq, dk, dv = (o_ if o_ is not None else xp.empty(lead + a.shape[-2:], dtype=dout.dtype)
+                  for o_, a in zip(out, (q_scaled, k, v)))
+
+    def backward_rows(rows):
+        rows = rows if n_rows > 1 else slice(None)
+        dout_s, o_s, w_s = dout[rows], o[rows], weights[rows]
+        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q_scaled, k, v))
+        # in the forward pass this was: out = weights @ v
+        v_transposed = xp.ascontiguousarray(v_s.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as k^T in forward
+        dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+        xp.matmul(w_s.swapaxes(-1, -2), dout_s, out=dv[rows])      # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+        # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
+        row_dot = xp.einsum("...d,...d->...", dout_s, o_s)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
+        dscores = _softmax_backward_inplace(dweights, w_s, row_dot)
+        # in the forward pass this was: scores = q_scaled @ k^T, q_scaled = q * scale
+        dq_s = xp.matmul(dscores, k_s, out=dq[rows])               # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
+        dq_s *= scale
+        xp.matmul(dscores.swapaxes(-1, -2), q_s, out=dk[rows])     # (..., Tk, Tq) @ (..., Tq, Dh) -> (..., Tk, Dh)
+
+    for_each_slice(backward_rows, n_rows, elements_per_row=math.prod(weights.shape[1:]), parallel=xp is np)
     return _unbroadcast(dq, q_scaled.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
 
 
@@ -820,7 +874,9 @@ def layernorm_fast(x, gamma, beta, eps=1e-5):
     matrix-vector products with the vector [1/D, ..., 1/D] (one BLAS call,
     several times faster than NumPy's reduction along short rows); and the
     variance is a row-wise dot product, ``einsum("nd,nd->n")``, which sums
-    the squares without first writing them to an (N, D) array.
+    the squares without first writing them to an (N, D) array. Every row is
+    normalised on its own, so the rows are cut into slices that run on all
+    cores (`parallel.for_each_slice`).
 
     Args: x (..., D); gamma, beta (D,).  Returns: y (..., D); cache = (xhat, rstd, gamma).
     """
@@ -829,15 +885,7 @@ def layernorm_fast(x, gamma, beta, eps=1e-5):
     for name, p in (("gamma", gamma), ("beta", beta)):
         if p.shape != (D,):
             raise ValueError(f"{name}: expected shape ({D},), got {tuple(p.shape)}")
-    xp = get_array_module(x)
-    x2 = x.reshape(-1, D)                                        # (N, D)
-    average = xp.full((D,), 1.0 / D, dtype=x.dtype)              # (D,): x2 @ average = the row means
-    xhat = x2 - (x2 @ average)[:, None]                          # (N, D): x - mean, made xhat in place below
-    var = xp.einsum("nd,nd->n", xhat, xhat)[:, None] * (1.0 / D)  # (N, 1), biased like the paper
-    rstd = 1.0 / xp.sqrt(var + eps)                              # (N, 1)
-    xhat *= rstd
-    y = xhat * gamma
-    y += beta
+    y, xhat, rstd = _layernorm_rows_fast(x.reshape(-1, D), gamma, beta, eps)   # (N, D), (N, D), (N, 1)
     lead = x.shape[:-1]
     return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(*lead, 1), gamma)
 
@@ -847,7 +895,9 @@ def layernorm_fast_backward(dy, cache):
 
     ``dgamma`` and the row means of ``dxhat * xhat`` are ``einsum``
     reductions (no (N, D) temporary); the other sums are matrix-vector
-    products, as in `layernorm_fast`. Returns (dx, dgamma, dbeta).
+    products, as in `layernorm_fast`. ``dx`` is computed on row slices in
+    parallel; ``dgamma`` and ``dbeta`` sum over all rows, so they are
+    computed whole (the same sums however many cores). Returns (dx, dgamma, dbeta).
     """
     xhat, rstd, gamma = cache
     xp = get_array_module(dy)
@@ -856,12 +906,19 @@ def layernorm_fast_backward(dy, cache):
     # in the forward pass this was: y = xhat * gamma + beta
     dgamma = xp.einsum("nd,nd->d", dy2, xhat2)                   # (D,) = sum over rows of dy * xhat
     dbeta = xp.ones(dy2.shape[0], dtype=dy.dtype) @ dy2          # (D,) = sum over rows of dy
-    dx = dy2 * gamma                                             # (N, D): dxhat, made dx in place below
-    # in the forward pass this was: xhat = (x - mean) * rstd
-    mean_dxhat_xhat = xp.einsum("nd,nd->n", dx, xhat2)[:, None] * (1.0 / D)   # (N, 1)
-    dx -= (dx @ xp.full((D,), 1.0 / D, dtype=dy.dtype))[:, None]  # dxhat - mean(dxhat)
-    dx -= xhat2 * mean_dxhat_xhat
-    dx *= rstd2
+    dx = xp.empty(dy2.shape, dtype=dy.dtype)                     # (N, D)
+    average = xp.full((D,), 1.0 / D, dtype=dy.dtype)
+
+    def rows(s):
+        dx_s, xhat_s = dx[s], xhat2[s]
+        xp.multiply(dy2[s], gamma, out=dx_s)                     # dxhat, made dx in place below
+        # in the forward pass this was: xhat = (x - mean) * rstd
+        mean_dxhat_xhat = xp.einsum("nd,nd->n", dx_s, xhat_s)[:, None] * (1.0 / D)   # (n, 1)
+        dx_s -= (dx_s @ average)[:, None]                        # dxhat - mean(dxhat)
+        dx_s -= xhat_s * mean_dxhat_xhat
+        dx_s *= rstd2[s]
+
+    for_each_slice(rows, dx.shape[0], elements_per_row=D, parallel=xp is np)
     return dx.reshape(dy.shape), dgamma, dbeta
 
 
@@ -876,31 +933,122 @@ def _random_uint16(rng, n):
     return rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n]     # (n,) uint16, on the CPU
 
 
+def _kept_and_scaled(x, bits, threshold, relu):
+    """y = x * scale and scale = keep / (1 - p), with keep = (bits >= threshold) [and x > 0], over row slices.
+
+    ``bits`` None: no dropout, keep = (x > 0) (``relu`` must be True).
+    The work after drawing the bits is element-wise, so the rows of ``x`` are
+    cut into slices that run on all cores (`parallel.for_each_slice`); the
+    bits were drawn before, in one call, so the mask does not depend on how
+    the rows are cut. Returns (y, scale), two new arrays shaped like ``x``.
+    """
+    xp = get_array_module(x)
+    inv_keep = np.dtype(x.dtype).type(1.0 / (1.0 - threshold / 65536))   # a float32 for float32 x: no upcast
+    if bits is not None:
+        bits = xp.asarray(bits.reshape(x.shape))                       # (...) uint16; to the GPU there
+    scale = xp.empty(x.shape, dtype=x.dtype)
+    y = xp.empty(x.shape, dtype=x.dtype)
+
+    def rows(s):
+        s = s if x.ndim else ...                                         # a 0-d x has no rows to slice
+        if bits is None:                                                 # ReLU alone
+            keep = x[s] > 0
+        else:
+            keep = bits[s] >= threshold                                  # bool, True = keep
+            if relu:
+                keep &= x[s] > 0                                         # ReLU: a negative input is "dropped" too
+        xp.multiply(keep, inv_keep, out=scale[s])                        # m / (1 - p), p quantised
+        xp.multiply(x[s], scale[s], out=y[s])
+
+    for_each_slice(rows, x.shape[0] if x.ndim else 1, elements_per_row=math.prod(x.shape[1:]), parallel=xp is np)
+    return y, scale
+
+
 def dropout_fast(x, p, rng, training=True):
-    r"""`dropout` with cheaper random bits: 16 bits per element instead of a float32.
+    r"""`dropout` with cheaper random bits (16 per element instead of a float32), on all cores.
 
     Drawing one float32 in [0, 1) per element costs more than all the rest
     of dropout. Here each element gets 16 raw random bits from ``rng`` and is
     kept when they are at least ``round(p * 65536)``. So ``p`` is quantised to
     a multiple of 1/65536 (0.1 becomes 6554/65536 = 0.100006); the scale uses
     the same quantised ``p``, so the expectation of ``y`` is still exactly ``x``.
+    The element-wise rest runs on row slices in parallel (`_kept_and_scaled`).
 
     The mask still comes from ``rng`` only, on the CPU: the same seed gives the
     same bits. They are different bits from `dropout`'s for the same seed.
-    The cache is the same as `dropout`'s (the scaled mask), so the backward
-    is `dropout_backward`.
+    The cache is the same as `dropout`'s (the scaled mask), so either
+    backward (`dropout_backward`, `dropout_fast_backward`) can follow.
 
     Args and returns as `dropout`.
     """
     if not _dropout_is_active(x, p, rng, training):
         return x, None
-    xp = get_array_module(x)
     threshold = min(round(p * 65536), 65535)                 # P(bits < threshold) = p, quantised
     bits = _random_uint16(rng, math.prod(x.shape))           # (n,) uint16, on the CPU
-    keep = xp.asarray((bits >= threshold).reshape(x.shape))  # (...) bool, True = keep
-    scale = keep.astype(x.dtype)                             # m, then in place m / (1 - p) with p quantised
-    scale *= 1.0 / (1.0 - threshold / 65536)
-    return x * scale, scale
+    return _kept_and_scaled(x, bits, threshold, relu=False)
+
+
+def dropout_fast_backward(dy, cache):
+    """`dropout_backward` on row slices in parallel: dx = dy * scale, a new array."""
+    scale = cache
+    if scale is None:
+        return dy.copy()
+    xp = get_array_module(dy)
+    dx = xp.empty(dy.shape, dtype=np.result_type(dy.dtype, scale.dtype))
+
+    def rows(s):
+        s = s if dy.ndim else ...
+        xp.multiply(dy[s], scale[s], out=dx[s])
+
+    for_each_slice(rows, dy.shape[0] if dy.ndim else 1, elements_per_row=math.prod(dy.shape[1:]), parallel=xp is np)
+    return dx
+
+
+def relu_dropout_fast(x, p, rng, training=True):
+    r"""ReLU followed by dropout, as one pass: :math:`y = \max(0, x) \odot m / (1-p)`.
+
+    Both are a multiplication by a mask: ReLU keeps the elements with
+    :math:`x > 0`, dropout the ones whose random bits say so. Since
+    :math:`\max(0, x) = x \cdot [x > 0]`,
+
+    .. math:: y = x \odot \big([x > 0] \wedge m\big) / (1-p),
+
+    one combined mask, one multiplication, and one cached array instead of
+    two. Backward is a single multiplication too, because the chain rule
+    through both steps multiplies ``dy`` by the same combined mask:
+    ``dx = dy * scale`` (`dropout_fast_backward`). The feed-forward network
+    uses it for ``drop(relu(x W_1 + b_1))``.
+
+    With dropout off (``training=False`` or ``p = 0``) it is ReLU alone, in the
+    same form (the mask is [x > 0]). Random bits as `dropout_fast`.
+    Args as `dropout`. Returns: y (...); cache = the combined scaled mask.
+    """
+    if not _dropout_is_active(x, p, rng, training):
+        return _kept_and_scaled(x, None, 0, relu=True)      # ReLU alone: scale = [x > 0]
+    threshold = min(round(p * 65536), 65535)
+    bits = _random_uint16(rng, math.prod(x.shape))
+    return _kept_and_scaled(x, bits, threshold, relu=True)
+
+
+def _layernorm_rows_fast(x2, gamma, beta, eps):
+    """The rows of layernorm_fast's forward: (y, xhat, rstd) for (N, D) rows ``x2``."""
+    xp = get_array_module(x2)
+    N, D = x2.shape
+    average = xp.full((D,), 1.0 / D, dtype=x2.dtype)            # (D,): x2 @ average = the row means
+    xhat, y = xp.empty((N, D), dtype=x2.dtype), xp.empty((N, D), dtype=x2.dtype)
+    rstd = xp.empty((N, 1), dtype=x2.dtype)
+
+    def rows(s):
+        xhat_s = xhat[s]
+        xp.subtract(x2[s], (x2[s] @ average)[:, None], out=xhat_s)   # x - mean, made xhat in place below
+        var = xp.einsum("nd,nd->n", xhat_s, xhat_s)[:, None] * (1.0 / D)   # (n, 1), biased like the paper
+        xp.divide(1.0, xp.sqrt(var + eps), out=rstd[s])
+        xhat_s *= rstd[s]
+        xp.multiply(xhat_s, gamma, out=y[s])
+        y[s] += beta
+
+    for_each_slice(rows, N, elements_per_row=D, parallel=xp is np)
+    return y, xhat, rstd
 
 
 def embedding_backward_fast(dy, cache):

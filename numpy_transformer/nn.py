@@ -23,11 +23,12 @@ Every module is built in ``dtype`` (float32 by default; float64 for gradient
 checks) and keeps it: constants are Python floats, never NumPy float64
 scalars, which would silently upcast float32 arrays.
 
-Four layers have a *fast path*: `Embedding`, `LayerNorm`, `Dropout` and
-`MultiHeadAttention` call the ``*_fast`` twins at the end of `functional.py`,
-which compute the same numbers in fewer passes over memory (dropout draws its
-mask from cheaper random bits). ``model.use_fast_paths(False)`` switches a
-whole model back to the plain formulas, to step through them or compare.
+Five layers have a *fast path*: `Embedding`, `LayerNorm`, `Dropout`,
+`MultiHeadAttention` and `FeedForward` (ReLU and dropout fused) call the
+``*_fast`` twins at the end of `functional.py`, which compute the same numbers
+in fewer passes over memory and on all CPU cores (dropout draws its mask from
+cheaper random bits). ``model.use_fast_paths(False)`` switches a whole model
+back to the plain formulas, to step through them or compare.
 
 The layers, bottom up: `Linear`, `Embedding`, `PositionalEncoding`,
 `LayerNorm`, `Dropout`, `MultiHeadAttention`, `FeedForward`,
@@ -492,8 +493,9 @@ class Dropout(Module):
     def backward(self, dout):
         if not self._ran:
             raise RuntimeError("Dropout.backward: call forward first")
-        # both forwards leave the scaled mask in the cache: one backward for both
-        return F.dropout_backward(dout, self._cache)
+        # both forwards leave the scaled mask in the cache, so either backward follows either forward
+        dropout_backward = F.dropout_fast_backward if self.fast else F.dropout_backward
+        return dropout_backward(dout, self._cache)
 
     def _extra_repr(self):
         return f"p={self.p}"
@@ -663,18 +665,27 @@ class FeedForward(Module):
 
     def forward(self, x):
         hidden, cache1 = F.linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
-        a, act_cache = self._act(hidden)                             # (..., F)
-        y, cache2 = F.linear(self.drop(a), self.W2.data, self.b2.data)  # (..., F) -> (..., D)
-        self._cache = (cache1, act_cache, cache2)
+        fused = self.fast and self.activation == "relu"
+        if fused:
+            # ReLU and dropout are both a mask: one pass, one cached mask (see F.relu_dropout_fast)
+            a, act_cache = F.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
+        else:
+            a, act_cache = self._act(hidden)                         # (..., F)
+            a = self.drop(a)
+        y, cache2 = F.linear(a, self.W2.data, self.b2.data)          # (..., F) -> (..., D)
+        self._cache = (cache1, (fused, act_cache), cache2)
         return y
 
     def backward(self, dout):
-        cache1, act_cache, cache2 = _forward_first(self._cache, self)
-        # in the forward pass this was: y = drop(a) @ W2 + b2
+        cache1, (fused, act_cache), cache2 = _forward_first(self._cache, self)
+        # in the forward pass this was: y = drop(act(hidden)) @ W2 + b2
         da, dW2, db2 = F.linear_backward(dout, cache2)
-        da = self.drop.backward(da)
-        # in the forward pass this was: a = act(hidden)
-        dhidden = self._act_backward(da, act_cache)
+        if fused:
+            dhidden = F.dropout_fast_backward(da, act_cache)        # dy * ([hidden > 0] and m) / (1 - p)
+        else:
+            da = self.drop.backward(da)
+            # in the forward pass this was: a = act(hidden)
+            dhidden = self._act_backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
         dx, dW1, db1 = F.linear_backward(dhidden, cache1)
         self.W1.grad += dW1

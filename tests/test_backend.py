@@ -266,11 +266,21 @@ def layernorm_fast(dev, dtype):
     return {"y": y, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
 
-@functional_case(F.dropout_fast)
+@functional_case(F.dropout_fast, F.dropout_fast_backward)
 def dropout_fast(dev, dtype):
-    """The fast twin draws its bits on the CPU too, then copies the boolean mask to the device."""
+    """The fast twin draws its bits on the CPU too, then copies them to the device."""
     y, cache = F.dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
-    return {"y": y, "dx": F.dropout_backward(dev(_host((4, 6), dtype, 1)), cache)}
+    dy = _host((4, 6), dtype, 1)
+    return {"y": y, "dx": F.dropout_backward(dev(dy), cache), "dx fast": F.dropout_fast_backward(dev(dy), cache)}
+
+
+@functional_case(F.relu_dropout_fast)
+def relu_dropout_fast(dev, dtype):
+    y, cache = F.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
+    y_eval, cache_eval = F.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, None, training=False)
+    dy = dev(_host((4, 6), dtype, 1))
+    return {"y": y, "dx": F.dropout_fast_backward(dy, cache), "y eval": y_eval,
+            "dx eval": F.dropout_fast_backward(dy, cache_eval)}
 
 
 @functional_case(F.embedding_backward_fast)

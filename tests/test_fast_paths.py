@@ -10,6 +10,10 @@
    paths on and off (`Module.use_fast_paths`).
 4. float32 in -> float32 out, and a float32 training step leaves nothing in float64.
 
+Every test here runs twice (the ``threads`` fixture): once on one thread, and
+once with the fast twins cutting even these tiny arrays into row slices run on
+3 threads (`parallel.for_each_slice`), so both ways are checked.
+
 A fast path that drifts from its plain twin fails here; the plain twins are
 themselves checked against numerical gradients in test_functional.py.
 """
@@ -20,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_transformer import functional as F
+from numpy_transformer import parallel
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier, TransformerLM
 from numpy_transformer.nn import Dropout, Embedding, LayerNorm, MultiHeadAttention, TransformerEncoder
@@ -28,6 +33,16 @@ from numpy_transformer.optim import AdamW, clip_grad_norm
 ATOL = 1e-12          # float64: the twins differ only in the order of a few roundings
 seeds = st.integers(0, 2**32 - 1)
 sizes = st.integers(1, 4)
+
+
+@pytest.fixture(scope="module", autouse=True, params=[1, 3], ids=["1 thread", "3 threads"])
+def threads(request):
+    """Run the module with 1 thread, then with 3 threads and no minimum size: tiny arrays get cut too."""
+    previous_min = parallel.MIN_ELEMENTS_PER_THREAD
+    parallel.MIN_ELEMENTS_PER_THREAD = 0
+    with parallel.num_threads(request.param):
+        yield request.param
+    parallel.MIN_ELEMENTS_PER_THREAD = previous_min
 
 
 def assert_close(got, expected, what, atol=ATOL):
@@ -241,6 +256,84 @@ def test_fast_dropout_mask_is_the_documented_16_bit_rule_and_the_plain_backward_
     assert_close(F.dropout_backward(dy, cache), dy * keep * scale, "dx")
 
 
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4)])
+def test_fused_relu_dropout_is_relu_then_the_documented_dropout_mask(p, shape):
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    y, cache = F.relu_dropout_fast(x, p, np.random.default_rng(11))
+    keep = _documented_mask(11, shape, p)
+    scale = 1.0 / (1.0 - round(p * 65536) / 65536)
+    relu, relu_cache = F.relu(x)
+    assert_close(y, relu * keep * scale, "y")
+    assert_close(F.dropout_fast_backward(dy, cache), F.relu_backward(dy * keep * scale, relu_cache), "dx")
+    if p > 0:    # the same bits as dropout_fast draws from the same generator
+        assert_close(y, F.dropout_fast(relu, p, np.random.default_rng(11))[0], "y against dropout_fast(relu(x))")
+
+
+def test_fused_relu_dropout_in_eval_mode_is_relu_and_checks_its_arguments():
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    y, cache = F.relu_dropout_fast(x, 0.5, None, training=False)
+    relu, relu_cache = F.relu(x)
+    assert_close(y, relu, "y")
+    assert_close(F.dropout_fast_backward(x, cache), F.relu_backward(x, relu_cache), "dx")
+    with pytest.raises(ValueError, match="p: expected a probability"):
+        F.relu_dropout_fast(x, 1.0, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
+        F.relu_dropout_fast(x, 0.5, 42)
+    with pytest.raises(TypeError):
+        F.relu_dropout_fast(np.arange(3), 0.5, np.random.default_rng(0))
+
+
+def test_fused_relu_dropout_matches_numerical_gradients():
+    """With the mask fixed (the same seed every call), y is x times a constant mask: checkable away from 0."""
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((3, 2, 5))
+    inputs = {"x": np.sign(z) * (0.5 + np.abs(z))}          # |x| >= 0.5: no kink within the step h
+
+    def forward(x):
+        return F.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[0]
+
+    results = check_gradients(forward, lambda dy, x: {"x": F.dropout_fast_backward(
+        dy, F.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[1])}, inputs)
+    assert results["x"].max_rel_error < 1e-5
+
+
+@pytest.mark.parametrize("cache_from", ["dropout", "dropout_fast", "identity"])
+def test_fast_dropout_backward_equals_the_plain_backward_and_returns_a_new_array(cache_from):
+    rng = np.random.default_rng(5)
+    x, dy = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
+    p = 0.0 if cache_from == "identity" else 0.4
+    _, cache = getattr(F, "dropout_fast" if cache_from == "dropout_fast" else "dropout")(x, p, rng)
+    dx = F.dropout_fast_backward(dy, cache)
+    assert_close(dx, F.dropout_backward(dy, cache), "dx")
+    assert not np.shares_memory(dx, dy)
+
+
+def test_feed_forward_fast_fuses_relu_and_dropout_and_matches_the_documented_mask():
+    """Fast FFN in training: relu(x W1 + b1) * mask @ W2 + b2, with the mask drawn from the FFN's dropout rng."""
+    from numpy_transformer.nn import FeedForward
+    rng = np.random.default_rng(6)
+    ffn = FeedForward(4, 6, dropout=0.25, rng=np.random.default_rng(0), dtype=np.float64)
+    ffn.drop.rng = np.random.default_rng(21)
+    x, dy = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    y = ffn(x)
+    hidden = x @ ffn.W1.data + ffn.b1.data
+    m = _documented_mask(21, hidden.shape, 0.25) / (1.0 - round(0.25 * 65536) / 65536)
+    assert_close(y, (np.maximum(hidden, 0) * m) @ ffn.W2.data + ffn.b2.data, "y")
+    dx = ffn.backward(dy)
+    dhidden = (dy @ ffn.W2.data.T) * m * (hidden > 0)
+    assert_close(dx, dhidden @ ffn.W1.data.T, "dx")
+    assert_close(ffn.W1.grad, np.einsum("btd,btf->df", x, dhidden), "dW1")
+    # plain path and eval mode: the plain relu and Dropout modules
+    ffn.eval()
+    assert_close(ffn(x), np.maximum(hidden, 0) @ ffn.W2.data + ffn.b2.data, "eval y")
+    ffn.use_fast_paths(False).train()
+    ffn.drop.rng = np.random.default_rng(21)
+    keep = np.random.default_rng(21).random(hidden.shape, dtype=np.float32) >= 0.25
+    assert_close(ffn(x), (np.maximum(hidden, 0) * keep / 0.75) @ ffn.W2.data + ffn.b2.data, "plain y")
+
+
 def test_fast_dropout_same_seed_same_mask_other_seed_other_mask():
     x = np.ones((40, 50))
     y1, _ = F.dropout_fast(x, 0.5, np.random.default_rng(42))
@@ -365,6 +458,11 @@ def test_every_fast_twin_keeps_float32():
     out["layernorm dx"], out["dgamma"], out["dbeta"] = F.layernorm_fast_backward(f32(2, 3, 4), cache)
     y, cache = F.dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
     out["dropout"], out["dropout mask"] = y, cache
+    out["dropout dx"] = F.dropout_fast_backward(f32(2, 3, 4), cache)
+    y, cache = F.relu_dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
+    out["relu+dropout"], out["relu+dropout mask"] = y, cache
+    y, cache = F.relu_dropout_fast(f32(2, 3, 4), 0.1, None, training=False)
+    out["relu (eval)"], out["relu mask (eval)"] = y, cache
     _, cache = F.embedding(np.array([[0, 1, 1]]), f32(4, 5))
     out["embedding dE"] = F.embedding_backward_fast(f32(1, 3, 5), cache)
     for name, a in out.items():
