@@ -41,19 +41,23 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 import tracemalloc
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# numpy_transformer before NumPy: it tells OpenBLAS's idle threads to sleep soon (see parallel.py)
+import numpy_transformer                                        # noqa: E402, F401
+import numpy as np                                              # noqa: E402
+
 from numpy_transformer import functional as F                    # noqa: E402
+from numpy_transformer import parallel                           # noqa: E402
 from numpy_transformer import nn                                 # noqa: E402
 from numpy_transformer.models import TransformerClassifier        # noqa: E402
 from numpy_transformer.optim import AdamW, clip_grad_norm        # noqa: E402
@@ -275,6 +279,7 @@ COMPONENT_OF = {
     "layernorm": "layernorm", "layernorm_backward": "layernorm",
     "layernorm_fast": "layernorm", "layernorm_fast_backward": "layernorm",
     "dropout": "dropout", "dropout_backward": "dropout", "dropout_fast": "dropout",
+    "dropout_fast_backward": "dropout backward", "relu_dropout_fast": "ReLU + dropout, fused (FFN hidden)",
     "relu": "activation (ReLU)", "relu_backward": "activation (ReLU)",
     "gelu": "activation (ReLU)", "gelu_backward": "activation (ReLU)",
     "cross_entropy": "loss", "cross_entropy_backward": "loss",
@@ -302,12 +307,19 @@ class ComponentTimer:
     def _charge(self, component, elapsed, children):
         if component == LINEAR:
             component = LINEAR_IN[self._context[-1]]
+        if component == "dropout backward":   # the fused ReLU + dropout's backward too, inside the FFN
+            component = "ReLU + dropout, fused (FFN hidden)" if self._context[-1] == "FeedForward" else "dropout"
         self.seconds[component] = self.seconds.get(component, 0.0) + elapsed - children
         if self._stack:
             self._stack[-1] += elapsed
 
     def _wrap(self, fn, component):
         def timed(*args, **kwargs):
+            # Formulas that run their rows on several threads (`parallel.for_each_slice`) call the
+            # wrapped functions from the helper threads too. Only the main thread's calls are timed:
+            # the slices run at the same time, so the main thread's share is the wall time of the phase.
+            if threading.current_thread() is not threading.main_thread():
+                return fn(*args, **kwargs)
             self._stack.append(0.0)
             t0 = time.perf_counter()
             try:
@@ -514,7 +526,9 @@ def blas_info():
     info = {"numpy": np.__version__, "python": platform.python_version(), "machine": platform.machine(),
             "cpus": os.cpu_count(),
             "env": {k: os.environ[k] for k in sorted(os.environ)
-                    if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "GOTO", "BLIS_"))}}
+                    if k.startswith(("OPENBLAS_", "OMP_", "MKL_", "GOTO", "BLIS_", "NUMPY_TRANSFORMER_"))},
+            "numpy_transformer_threads": parallel.get_num_threads(),
+            "blas_threads_sleep_soon": parallel.blas_threads_sleep_soon()}
     try:
         from threadpoolctl import threadpool_info
         info["threadpools"] = [{k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
@@ -527,11 +541,12 @@ def blas_info():
 
 @contextmanager
 def blas_threads(n):
+    """``n`` threads for BLAS and for numpy_transformer's own (`parallel.py`); None: both libraries' defaults."""
     if n is None:
         yield
         return
     from threadpoolctl import threadpool_limits
-    with threadpool_limits(limits=n, user_api="blas"):
+    with threadpool_limits(limits=n, user_api="blas"), parallel.num_threads(n):
         yield
 
 
@@ -659,7 +674,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="default", choices=[*CONFIGS, "all"])
-    p.add_argument("--threads", type=int, default=None, help="BLAS threads (default: the library's own setting)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads and numpy_transformer's own threads (default: each library's own setting)")
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--dropout", type=float, default=None, help="override the configuration's dropout")
@@ -680,6 +696,8 @@ def main(argv=None):
                   f"{pool['num_threads']} threads ({pool['threading_layer']})")
         print("  environment: " + (", ".join(f"{k}={v}" for k, v in info["env"].items()) or
                                    "no OPENBLAS_*/OMP_*/MKL_* variables set"))
+        print(f"  numpy_transformer: {info['numpy_transformer_threads']} threads for element-wise work and "
+              f"attention (parallel.py); OpenBLAS idle threads sleep soon: {info['blas_threads_sleep_soon']}")
         results = [run_config(CONFIGS[name], args) for name in names]
 
     suffix = "" if args.threads is None else f"-{args.threads}thread{'s' if args.threads > 1 else ''}"

@@ -24,6 +24,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--no-attention-dropout", action="store_true",
+                   help="no dropout on the attention weights, like numpy_transformer's model")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -41,6 +43,9 @@ def main():
             self.drop = nn.Dropout(a.dropout)
             layer = nn.TransformerEncoderLayer(D, H, F, a.dropout, batch_first=True, norm_first=True)
             self.encoder = nn.TransformerEncoder(layer, L, norm=nn.LayerNorm(D), enable_nested_tensor=False)
+            if a.no_attention_dropout:
+                for block in self.encoder.layers:
+                    block.self_attn.dropout = 0.0      # the float that MultiheadAttention passes on
             self.head = nn.Linear(D, C)
 
         def forward(self, ids, mask):
@@ -65,7 +70,8 @@ def main():
         if i >= 5:
             times.append(time.perf_counter() - t0)
     times.sort()
-    print(f"PyTorch {torch.__version__} eager, {a.threads} threads, dropout {a.dropout}: "
+    print(f"PyTorch {torch.__version__} eager, {a.threads} threads, dropout {a.dropout}"
+          f"{' (none on the attention weights)' if a.no_attention_dropout else ''}: "
           f"median {1000 * statistics.median(times):.1f} ms, p10 {1000 * times[len(times) // 10]:.1f}, "
           f"p90 {1000 * times[9 * len(times) // 10]:.1f} ms per step (B={B}, T={T})")
 
