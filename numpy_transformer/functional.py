@@ -27,10 +27,10 @@ upcasts float32 to float64. ``xp`` is ``numpy`` or ``cupy``: the arrays decide
 "Seed §x" points to the section of the article this project teaches from;
 where the article is wrong, the docstring says so (see ``seed-errata.md``).
 
-The end of the file holds *fast twins* of attention, LayerNorm, dropout and the
-embedding's backward: the same numbers in fewer passes over memory, which the
-modules of `nn.py` use. Read the plain versions first; the twins say how they
-differ.
+The end of the file holds *fast twins* of attention, LayerNorm, dropout (and
+ReLU with dropout, fused) and the embedding's backward: the same numbers in
+fewer passes over memory and on all CPU cores, which the modules of `nn.py`
+use. Read the plain versions first; the twins say how they differ.
 """
 
 from __future__ import annotations
@@ -687,7 +687,11 @@ def distillation_loss_backward(dloss, cache):
 # * one (..., Tq, Tk) buffer that holds the scores and then, in place, the weights;
 # * ``einsum`` for a sum of products along one axis: a reduction that writes no
 #   temporary array. (Matrix products stay with BLAS.)
-# * cheaper random bits for dropout (its backward is the plain one).
+# * cheaper random bits for dropout, and ReLU + dropout as one mask;
+# * every core: work whose rows are independent (the sequences of attention,
+#   the rows of LayerNorm, the elements of a dropout mask) is cut into slices
+#   that run at the same time on Python threads (`parallel.for_each_slice`;
+#   NumPy releases the interpreter lock inside its loops and BLAS calls).
 #
 # The modules of `nn.py` call these by default; ``module.use_fast_paths(False)``
 # switches a model back to the plain versions. `tests/test_fast_paths.py`

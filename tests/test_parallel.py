@@ -96,3 +96,42 @@ def test_the_default_comes_from_the_environment_or_the_cpus(monkeypatch):
         with pytest.raises(ValueError, match="NUMPY_TRANSFORMER_THREADS: expected a positive integer"):
             parallel.get_num_threads()
     monkeypatch.setattr(parallel, "_num_threads", None)
+
+
+def test_a_slice_that_cuts_its_own_rows_again_runs_them_in_line_instead_of_deadlocking(no_minimum):
+    inner = []
+
+    def outer(rows):
+        parallel.for_each_slice(lambda r: inner.append((rows.start + r.start, rows.start + r.stop)),
+                                rows.stop - rows.start)
+
+    def run():
+        with parallel.num_threads(2):
+            parallel.for_each_slice(outer, 8)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout=20)
+    assert not t.is_alive(), "nested for_each_slice deadlocked"
+    assert sorted(inner) == [(0, 2), (2, 4), (4, 8)]     # the caller's half cut again; the pool thread's in line
+
+
+def test_blas_runs_on_one_thread_while_slices_run_and_gets_its_threads_back_after(no_minimum):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    if not blas.lib_controllers:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    seen = []
+
+    def fn(rows):
+        seen.append(blas.info()[0]["num_threads"] if rows.start == 0 else None)
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas.info()[0]["num_threads"]
+        with parallel.num_threads(2):
+            parallel.for_each_slice(fn, 4)
+            with pytest.raises(ZeroDivisionError):
+                parallel.for_each_slice(lambda rows: 1 / 0, 4)
+        after = blas.info()[0]["num_threads"]
+    assert 1 in seen
+    assert after == before
