@@ -56,6 +56,7 @@ def _build_model(args, vocab_size, num_classes=2):
     return TransformerClassifier(
         vocab_size=vocab_size, num_classes=num_classes, d_model=args.d_model, n_heads=args.heads,
         n_layers=args.layers, d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout,
+        attention_dropout=args.attention_dropout,
         norm=args.norm, pooling=args.pooling, seed=args.seed)
 
 
@@ -324,6 +325,8 @@ def _add_model_flags(p):
     g.add_argument("--d-ff", type=int, default=512, help="feed-forward width F (default 512)")
     g.add_argument("--max-len", type=int, default=128, help="longest sequence in tokens, [CLS] included (default 128)")
     g.add_argument("--dropout", type=float, default=0.1, help="dropout probability (default 0.1)")
+    g.add_argument("--attention-dropout", type=float, default=0.0,
+                   help="dropout on the attention weights, as BERT does (default 0: off)")
     g.add_argument("--norm", choices=["post", "pre", "parallel"], default="pre",
                    help="where LayerNorm goes (errata E2; default pre)")
     g.add_argument("--pooling", choices=["cls", "mean"], default="mean",

@@ -469,7 +469,7 @@ def _check_attention_inputs(q, k, v, mask):
                              f"got {tuple(mask.shape)}")
 
 
-def scaled_dot_product_attention(q, k, v, mask=None):
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
     r"""Attention: every query takes a weighted average of the values.
 
     .. math::
@@ -483,12 +483,19 @@ def scaled_dot_product_attention(q, k, v, mask=None):
        over the Tk keys (the article's printed "weights", W2, are not).
     4. A query row with *nothing* it may attend to gets all-zero weights (and
        output 0) rather than the NaN that 0/0 would give.
-    5. ``out = weights @ v``.
+    5. Optional *attention dropout* (``dropout_p > 0`` in training): some
+       weights are zeroed and the rest scaled by 1/(1-p), so a query cannot
+       lean on one key alone. Not in Vaswani et al.; BERT and PyTorch's
+       ``TransformerEncoderLayer`` do it. The rows no longer sum to 1 exactly,
+       only in expectation.
+    6. ``out = weights @ v`` (the dropped weights, if any).
 
     Args: q (..., Tq, Dh); k (..., Tk, Dh); v (..., Tk, Dv); the leading
     dimensions (batch, heads) broadcast. mask: boolean, broadcastable to
-    (..., Tq, Tk), True = may attend.
-    Returns: out (..., Tq, Dv); weights (..., Tq, Tk) for plotting; cache.
+    (..., Tq, Tk), True = may attend. dropout_p, rng, training: as `dropout`,
+    for step 5 (off by default).
+    Returns: out (..., Tq, Dv); weights (..., Tq, Tk) for plotting (before
+    dropout); cache.
     """
     _check_attention_inputs(q, k, v, mask)
     xp = get_array_module(q, k, v)
@@ -500,8 +507,10 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     if mask is not None:
         # Zero every row whose keys are all masked (softmax made it uniform).
         weights = weights * mask.any(axis=-1, keepdims=True)
-    out = weights @ v                                        # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
-    return out, weights, (q, k, v, weights, scale)
+    dropped, drop_mask = dropout(weights, dropout_p, rng, training)   # weights itself when nothing is dropped
+    out = dropped @ v                                        # (..., Tq, Tk) @ (..., Tk, Dv) -> (..., Tq, Dv)
+    cache = (q, k, v, weights, scale) + (() if drop_mask is None else (dropped, drop_mask))
+    return out, weights, cache
 
 
 def scaled_dot_product_attention_backward(dout, cache):
@@ -513,13 +522,18 @@ def scaled_dot_product_attention_backward(dout, cache):
         dQ = dS\,K / \sqrt{d_k}, \quad dK = dS^\top Q / \sqrt{d_k}
 
     Masked positions have weight 0, so ``dS`` is 0 there by itself: no mask
-    is needed in backward. Broadcast leading dimensions are summed back to
-    each input's own shape. Returns (dq, dk, dv).
+    is needed in backward. With attention dropout, :math:`W` in :math:`dV`
+    is the dropped weights, and :math:`dW` passes back through the same
+    mask first. Broadcast leading dimensions are summed back to each input's
+    own shape. Returns (dq, dk, dv).
     """
-    q, k, v, weights, scale = cache
-    # in the forward pass this was: out = weights @ v
-    dweights = dout @ v.swapaxes(-1, -2)                     # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
-    dv = weights.swapaxes(-1, -2) @ dout                     # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+    q, k, v, weights, scale, *dropout_cache = cache           # (dropped, mask) after attention dropout
+    dropped, drop_mask = dropout_cache if dropout_cache else (weights, None)
+    # in the forward pass this was: out = dropped @ v
+    ddropped = dout @ v.swapaxes(-1, -2)                     # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+    dv = dropped.swapaxes(-1, -2) @ dout                     # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+    # in the forward pass this was: dropped = dropout(weights)
+    dweights = ddropped if drop_mask is None else dropout_backward(ddropped, drop_mask)
     # in the forward pass this was: weights = softmax(scores)
     dscores = softmax_backward(dweights, (weights, -1))      # (..., Tq, Tk)
     # in the forward pass this was: scores = q @ k^T * scale
@@ -752,7 +766,7 @@ def _rows_of(a, rows, ndim):
     return a[rows]
 
 
-def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
+def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.0, rng=None, training=True):
     r"""`scaled_dot_product_attention` with one (..., Tq, Tk) buffer instead of seven, on every core.
 
     Same arguments and results as the plain version, and one more: ``out``,
@@ -781,6 +795,10 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
        the same time (`parallel.for_each_slice`), each writing its part of the
        preallocated weights and output. On 2 cores this halves the time of
        the many small per-head products, which BLAS alone cannot spread.
+    6. Attention dropout (``dropout_p > 0`` in training) draws its bits as
+       `dropout_fast` does, all of them before the slices start (so the mask
+       does not depend on how the rows are cut), and keeps the scaled mask;
+       ``weights`` stays the undropped softmax, as in the plain version.
 
     The cache keeps the scaled ``q`` (backward needs it in that form) and
     ``out`` (small: (..., Tq, Dv)), which saves backward a pass over the
@@ -801,6 +819,12 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
     weights = xp.empty(lead + (Tq, Tk), dtype=dtype)                     # (..., Tq, Tk): scores, then weights
     if out is None:
         out = xp.empty(lead + (Tq, v.shape[-1]), dtype=dtype)            # (..., Tq, Dv)
+    drop_scale = None
+    if _dropout_is_active(q, dropout_p, rng, training):                  # see 6. above
+        threshold = min(round(dropout_p * 65536), 65535)
+        bits = xp.asarray(_random_uint16(rng, math.prod(weights.shape)).reshape(weights.shape))
+        inv_keep = np.dtype(dtype).type(1.0 / (1.0 - threshold / 65536))
+        drop_scale = xp.empty(weights.shape, dtype=dtype)                # (..., Tq, Tk): m / (1 - p)
 
     def attend(rows):           # the sequences in ``rows``, a slice of the first axis
         rows = rows if n_rows > 1 else slice(None)                      # one slice: everything, broadcasting
@@ -810,10 +834,13 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None):
         k_transposed = xp.ascontiguousarray(k_s.swapaxes(-1, -2))       # (..., Dh, Tk), see 1. above
         xp.matmul(_rows_of(q_scaled, rows, ndim), k_transposed, out=w_s)  # (..., Tq, Dh) @ (..., Dh, Tk): scores
         _masked_softmax_inplace(w_s, _rows_of(mask, rows, ndim), shift)
+        if drop_scale is not None:
+            xp.multiply(bits[rows] >= threshold, inv_keep, out=drop_scale[rows])
+            w_s = w_s * drop_scale[rows]                                   # the dropped weights, this slice only
         xp.matmul(w_s, v_s, out=out[rows])                                 # (..., Tq, Tk) @ (..., Tk, Dv)
 
     for_each_slice(attend, n_rows, elements_per_row=math.prod(weights.shape[1:]), parallel=xp is np)
-    return out, weights, (q_scaled, k, v, weights, out, scale)
+    return out, weights, (q_scaled, k, v, weights, out, scale, drop_scale)
 
 
 def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
@@ -828,7 +855,10 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     a sum over the Dv features of two small arrays instead of a product of
     two (..., Tq, Tk) ones (FlashAttention computes it the same way), as an
     ``einsum`` reduction that writes no temporary array. ``dweights`` then
-    becomes ``dscores`` in place. As in the forward pass, the sequences of
+    becomes ``dscores`` in place. With attention dropout (mask :math:`S`,
+    :math:`O = (W \odot S) V`) the same holds: :math:`dW = dD \odot S` for
+    the gradient :math:`dD` of the dropped weights, so
+    :math:`\sum_k dW_k W_k = \sum_k dD_k (W \odot S)_k = dO \cdot O`. As in the forward pass, the sequences of
     the batch are cut into slices that run on all cores at once; each slice
     has its own small ``dweights`` buffer.
 
@@ -837,7 +867,7 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     slots of one (B, T, 3D) gradient, so that nothing is copied there).
     Returns (dq, dk, dv).
     """
-    q_scaled, k, v, weights, o, scale = cache
+    q_scaled, k, v, weights, o, scale, drop_scale = cache
     xp = get_array_module(dout)
     if out is None:
         out = (None, None, None)
@@ -858,7 +888,10 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
         # in the forward pass this was: out = weights @ v
         v_transposed = xp.ascontiguousarray(v_s.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as k^T in forward
         dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
-        xp.matmul(w_s.swapaxes(-1, -2), dout_s, out=dv[rows])      # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+        dropped = w_s if drop_scale is None else w_s * drop_scale[rows]   # what multiplied v in forward
+        xp.matmul(dropped.swapaxes(-1, -2), dout_s, out=dv[rows])  # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+        if drop_scale is not None:
+            dweights *= drop_scale[rows]                           # back through the dropout mask
         # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
         row_dot = xp.einsum("...d,...d->...", dout_s, o_s)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
         dscores = _softmax_backward_inplace(dweights, w_s, row_dot)

@@ -74,14 +74,15 @@ class _TransformerBase(Module):
     """What both models share: embedding, positional encoding, dropout, encoder; config round trip."""
 
     def _build_trunk(self, vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                     activation, scale_embeddings, rng, dtype):
+                     activation, scale_embeddings, rng, dtype, attention_dropout=0.0):
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.scale_embeddings = scale_embeddings
         self.embed = Embedding(vocab_size, d_model, rng=rng, dtype=dtype)
         self.pos = PositionalEncoding(max_len, d_model, kind=pos_encoding, rng=rng, dtype=dtype)
         self.drop = Dropout(dropout, rng)
         self.encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout=dropout, norm=norm,
-                                          activation=activation, rng=rng, dtype=dtype)
+                                          activation=activation, attention_dropout=attention_dropout, rng=rng,
+                                          dtype=dtype)
         # sqrt(D) as a Python float: a NumPy float64 scalar would upcast float32 activations.
         self._embed_scale = math.sqrt(d_model) if scale_embeddings else 1.0
 
@@ -155,7 +156,8 @@ class TransformerClassifier(_TransformerBase):
     padding to a sentence does not change its logits.
 
     Args: vocab_size V, num_classes C; d_model D, n_heads H, n_layers L, d_ff F;
-    max_len (the longest T); dropout; norm "post" | "pre" | "parallel"
+    max_len (the longest T); dropout; attention_dropout (on the attention
+    weights, default 0: off); norm "post" | "pre" | "parallel"
     (errata E2); pos_encoding "sinusoidal" | "learned" | "seed" (E1);
     pooling; activation "relu" | "gelu"; scale_embeddings (multiply the
     embedding by sqrt(D) as in Vaswani §3.4); seed (one Generator for the
@@ -166,7 +168,7 @@ class TransformerClassifier(_TransformerBase):
 
     def __init__(self, vocab_size, num_classes, d_model=128, n_heads=4, n_layers=2, d_ff=512, max_len=128,
                  dropout=0.1, norm="pre", pos_encoding="sinusoidal", pooling="cls", activation="relu",
-                 scale_embeddings=True, seed=0, dtype=np.float32):
+                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0):
         super().__init__()
         if pooling not in self.POOLINGS:
             raise ValueError(f"pooling: expected one of {list(self.POOLINGS)}, got {pooling!r}")
@@ -177,9 +179,11 @@ class TransformerClassifier(_TransformerBase):
                             dropout=float(dropout), norm=norm, pos_encoding=pos_encoding, pooling=pooling,
                             activation=activation, scale_embeddings=bool(scale_embeddings), seed=int(seed),
                             dtype=np.dtype(dtype).name)
+        if attention_dropout:           # saved only when used: older checkpoints and readers stay valid
+            self._config["attention_dropout"] = float(attention_dropout)
         rng = np.random.default_rng(seed)
         self._build_trunk(vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                          activation, scale_embeddings, rng, dtype)
+                          activation, scale_embeddings, rng, dtype, attention_dropout)
         self.pooling = pooling
         self.num_classes = num_classes
         self.head = Linear(d_model, num_classes, rng=rng, dtype=dtype)
@@ -258,16 +262,18 @@ class TransformerLM(_TransformerBase):
 
     def __init__(self, vocab_size, d_model=128, n_heads=4, n_layers=2, d_ff=512, max_len=128, dropout=0.1,
                  norm="pre", pos_encoding="sinusoidal", tie_weights=True, activation="gelu",
-                 scale_embeddings=True, seed=0, dtype=np.float32):
+                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0):
         super().__init__()
         self._config = dict(vocab_size=int(vocab_size), d_model=int(d_model), n_heads=int(n_heads),
                             n_layers=int(n_layers), d_ff=int(d_ff), max_len=int(max_len), dropout=float(dropout),
                             norm=norm, pos_encoding=pos_encoding, tie_weights=bool(tie_weights),
                             activation=activation, scale_embeddings=bool(scale_embeddings), seed=int(seed),
                             dtype=np.dtype(dtype).name)
+        if attention_dropout:
+            self._config["attention_dropout"] = float(attention_dropout)
         rng = np.random.default_rng(seed)
         self._build_trunk(vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                          activation, scale_embeddings, rng, dtype)
+                          activation, scale_embeddings, rng, dtype, attention_dropout)
         self.tie_weights = bool(tie_weights)
         if not self.tie_weights:
             self.head = Linear(d_model, vocab_size, bias=False, rng=rng, dtype=dtype)

@@ -521,8 +521,10 @@ class MultiHeadAttention(Module):
     ``W_qkv`` gives the fused layer exactly.
 
     Initialisation: every weight :math:`\sim \mathcal N(0, 1/D)`, biases 0.
-    There is no dropout on the attention weights themselves; the block
-    applies dropout to this layer's output, where Vaswani et al. §5.4 put it.
+    ``attention_dropout`` (default 0: off) drops attention weights in
+    training, as BERT and PyTorch's ``TransformerEncoderLayer`` do; masks
+    come from ``rng``. Vaswani et al. §5.4 only drop each sublayer's output,
+    which the block does.
 
     forward(x, mask=None): x (B, T, D); mask boolean, broadcastable to
     (B, H, T, T), True = may attend (a padding mask (B, 1, 1, T) and/or a
@@ -531,12 +533,16 @@ class MultiHeadAttention(Module):
     ``last_attention`` for plotting.
     """
 
-    def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, rng=None, dtype=np.float32):
+    def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None,
+                 dtype=np.float32):
         super().__init__()
         _check_heads(d_model, n_heads)
+        if not 0.0 <= attention_dropout < 1.0:
+            raise ValueError(f"attention_dropout: expected a probability in [0, 1), got {attention_dropout}")
         rng = _require_rng(rng, "MultiHeadAttention")
         D = d_model
         self.d_model, self.n_heads, self.fused_qkv = d_model, n_heads, fused_qkv
+        self.attention_dropout, self.rng = float(attention_dropout), rng
         std = 1.0 / math.sqrt(D)
 
         def bias_param(n):
@@ -580,9 +586,12 @@ class MultiHeadAttention(Module):
         if self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
             merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
-            _, weights, attn_cache = F.scaled_dot_product_attention_fast(q, k, v, mask, out=F.split_heads(merged, H))
+            _, weights, attn_cache = F.scaled_dot_product_attention_fast(
+                q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
+                training=self.training)
         else:
-            heads, weights, attn_cache = F.scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, Dh), (B, H, T, T)
+            heads, weights, attn_cache = F.scaled_dot_product_attention(                # (B, H, T, Dh), (B, H, T, T)
+                q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training)
             merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
@@ -630,7 +639,8 @@ class MultiHeadAttention(Module):
         return dx
 
     def _extra_repr(self):
-        return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}"
+        extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}{extra}"
 
 
 class FeedForward(Module):
@@ -735,12 +745,13 @@ class TransformerBlock(Module):
     NORMS = ("post", "pre", "parallel")
 
     def __init__(self, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu", fused_qkv=True,
-                 bias=True, rng=None, dtype=np.float32):
+                 bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
         super().__init__()
         _check_choice("norm", norm, self.NORMS)
         rng = _require_rng(rng, "TransformerBlock")
         self.norm = norm
-        self.attn = MultiHeadAttention(d_model, n_heads, fused_qkv=fused_qkv, bias=bias, rng=rng, dtype=dtype)
+        self.attn = MultiHeadAttention(d_model, n_heads, fused_qkv=fused_qkv, bias=bias,
+                                       attention_dropout=attention_dropout, rng=rng, dtype=dtype)
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, rng=rng, dtype=dtype)
         self.norm1 = LayerNorm(d_model, dtype=dtype)
         if norm != "parallel":          # the parallel block has one LayerNorm, shared by both branches
@@ -792,13 +803,14 @@ class TransformerEncoder(Module):
     """
 
     def __init__(self, n_layers, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu",
-                 final_norm=None, fused_qkv=True, bias=True, rng=None, dtype=np.float32):
+                 final_norm=None, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
         super().__init__()
         _check_positive_int("n_layers", n_layers)
         _check_choice("norm", norm, TransformerBlock.NORMS)
         rng = _require_rng(rng, "TransformerEncoder")
         self.blocks = [TransformerBlock(d_model, n_heads, d_ff, dropout=dropout, norm=norm, activation=activation,
-                                        fused_qkv=fused_qkv, bias=bias, rng=rng, dtype=dtype)
+                                        fused_qkv=fused_qkv, bias=bias, attention_dropout=attention_dropout,
+                                        rng=rng, dtype=dtype)
                        for _ in range(n_layers)]
         if final_norm is None:
             final_norm = norm != "post"

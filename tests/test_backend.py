@@ -258,6 +258,22 @@ def attention_fast_with_masks(dev, dtype):
     return out
 
 
+@functional_case(F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward,
+                 F.scaled_dot_product_attention_fast, F.scaled_dot_product_attention_fast_backward)
+def attention_with_dropout(dev, dtype):
+    """Attention dropout draws its mask on the CPU too (from the Generator), then moves it to the device."""
+    q, k, v = (dev(_host((2, 2, 3, 4), dtype, seed)) for seed in (0, 1, 2))
+    dout = dev(_host((2, 2, 3, 4), dtype, 3))
+    out = {}
+    for name, fwd, bwd in (("plain", F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward),
+                           ("fast", F.scaled_dot_product_attention_fast,
+                            F.scaled_dot_product_attention_fast_backward)):
+        o, w, cache = fwd(q, k, v, None, dropout_p=0.3, rng=np.random.default_rng(4))
+        out.update({f"{name} out": o, f"{name} weights": w})
+        out.update({f"{name} d{x}": g for x, g in zip("qkv", bwd(dout, cache))})
+    return out
+
+
 @functional_case(F.layernorm_fast, F.layernorm_fast_backward)
 def layernorm_fast(dev, dtype):
     y, cache = F.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),

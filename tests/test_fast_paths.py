@@ -527,3 +527,82 @@ def test_adamw_updates_in_place_and_allocates_nothing_after_its_first_step():
     assert all(p.data is d for p, d in zip(params, data))      # the same arrays, updated in place
     # a few hundred bytes of Python objects; a temporary the size of W_qkv, W1, W2 or E is 6-12 KiB
     assert peak - before < 4096, f"a step allocated {peak - before} bytes"
+
+
+# --------------------------------------------------------------------------- #
+# 5. Attention dropout (on the attention weights), plain and fast
+# --------------------------------------------------------------------------- #
+
+def _attention_inputs(seed, B=2, H=2, T=4, Dh=3):
+    rng = np.random.default_rng(seed)
+    q, k, v = (rng.standard_normal((B, H, T, Dh)) for _ in range(3))
+    return q, k, v, _mask("padding & causal", rng, B, H, T, T)
+
+
+@pytest.mark.parametrize("p", [0.25, 0.6])
+def test_plain_attention_dropout_drops_the_weights_with_dropouts_mask_and_returns_the_undropped_weights(p):
+    q, k, v, mask = _attention_inputs(0)
+    out, weights, _ = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=p, rng=np.random.default_rng(8))
+    plain_out, plain_weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
+    assert_close(weights, plain_weights, "weights (before dropout)")
+    keep = np.random.default_rng(8).random(weights.shape, dtype=np.float32) >= p
+    assert_close(out, (weights * keep / (1 - p)) @ v, "out")
+    eval_out, _, _ = F.scaled_dot_product_attention(q, k, v, mask, dropout_p=p, rng=None, training=False)
+    assert_close(eval_out, plain_out, "eval mode: no dropout")
+
+
+@pytest.mark.parametrize("p", [0.25, 0.6])
+def test_fast_attention_dropout_is_the_documented_16_bit_mask_on_the_weights(p):
+    q, k, v, mask = _attention_inputs(1)
+    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask, dropout_p=p, rng=np.random.default_rng(8))
+    _, plain_weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
+    assert_close(weights, plain_weights, "weights (before dropout)")
+    scale = _documented_mask(8, weights.shape, p) / (1.0 - round(p * 65536) / 65536)
+    assert_close(out, (weights * scale) @ v, "out")
+    # backward: the plain backward's maths with the same mask, written out
+    dout = np.random.default_rng(2).standard_normal(out.shape)
+    ddropped = dout @ v.swapaxes(-1, -2)
+    dscores = F.softmax_backward(ddropped * scale, (weights, -1))
+    expected = (dscores @ k / np.sqrt(3), dscores.swapaxes(-1, -2) @ q / np.sqrt(3),
+                (weights * scale).swapaxes(-1, -2) @ dout)
+    for name, got, want in zip("qkv", F.scaled_dot_product_attention_fast_backward(dout, cache), expected):
+        assert_close(got, want, f"d{name}")
+
+
+@pytest.mark.parametrize("which", ["plain", "fast"])
+def test_attention_with_dropout_matches_numerical_gradients(which):
+    """The mask is fixed by drawing it from the same seed at every call: then attention is smooth in q, k, v."""
+    q, k, v, mask = _attention_inputs(3)
+    attend = F.scaled_dot_product_attention if which == "plain" else F.scaled_dot_product_attention_fast
+    backward = (F.scaled_dot_product_attention_backward if which == "plain"
+                else F.scaled_dot_product_attention_fast_backward)
+
+    def forward(q, k, v):
+        return attend(q, k, v, mask, dropout_p=0.4, rng=np.random.default_rng(5))
+
+    results = check_gradients(lambda q, k, v: forward(q, k, v)[0],
+                              lambda dy, q, k, v: dict(zip("qkv", backward(dy, forward(q, k, v)[2]))),
+                              {"q": q, "k": k, "v": v})
+    assert max(r.max_rel_error for r in results.values()) < 1e-5
+
+
+def test_attention_dropout_in_the_layers_and_models():
+    x = np.random.default_rng(0).standard_normal((2, 5, 8))
+    for fast in (True, False):
+        mha = MultiHeadAttention(8, 2, attention_dropout=0.3, rng=np.random.default_rng(1), dtype=np.float64)
+        mha.use_fast_paths(fast)
+        y_train = mha(x)
+        check = MultiHeadAttention(8, 2, rng=np.random.default_rng(1), dtype=np.float64)
+        assert not np.allclose(y_train, check(x)), "training: some weights dropped"
+        mha.eval()
+        assert_close(mha(x), check(x), "eval: no attention dropout")
+    with pytest.raises(ValueError, match="attention_dropout: expected a probability"):
+        MultiHeadAttention(8, 2, attention_dropout=1.0, rng=np.random.default_rng(1))
+    model = TransformerClassifier(20, 2, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8, attention_dropout=0.2)
+    assert model.config["attention_dropout"] == 0.2
+    assert all(b.attn.attention_dropout == 0.2 for b in model.encoder.blocks)
+    assert TransformerClassifier.from_config(model.config).encoder.blocks[0].attn.attention_dropout == 0.2
+    assert "attention_dropout" not in TransformerClassifier(20, 2, d_model=8, n_heads=2, n_layers=1, d_ff=16,
+                                                            max_len=8).config
+    lm = TransformerLM(9, d_model=8, n_heads=2, n_layers=1, d_ff=12, max_len=6, attention_dropout=0.1)
+    assert lm.encoder.blocks[0].attn.attention_dropout == 0.1
