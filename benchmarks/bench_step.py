@@ -85,6 +85,7 @@ class Config:
     dropout: float = 0.1
     norm: str = "pre"
     note: str = ""
+    attention_dropout: float = 0.0   # on the attention weights (PyTorch's layer does it; our default doesn't)
 
 
 CONFIGS = {
@@ -102,6 +103,7 @@ CONFIGS = {
 def build(cfg: Config, dropout: float | None = None, fast: bool = True):
     model = TransformerClassifier(cfg.V, cfg.C, d_model=cfg.D, n_heads=cfg.H, n_layers=cfg.L, d_ff=cfg.F,
                                   max_len=max(cfg.T, 128), dropout=cfg.dropout if dropout is None else dropout,
+                                  attention_dropout=cfg.attention_dropout,
                                   norm=cfg.norm, seed=0)
     if hasattr(model, "use_fast_paths"):          # (absent before the fast paths: lets this script time old code)
         model.use_fast_paths(fast)
@@ -556,7 +558,7 @@ def blas_threads(n):
 
 def run_config(cfg, args):
     dropout = cfg.dropout if args.dropout is None else args.dropout
-    cfg = Config(**{**asdict(cfg), "dropout": dropout})
+    cfg = Config(**{**asdict(cfg), "dropout": dropout, "attention_dropout": args.attention_dropout})
     model, params, optimizer = build(cfg, fast=not args.plain)
     batch = synthetic_batch(cfg)
     matmuls = step_matmuls(cfg)
@@ -622,7 +624,9 @@ def _mb(n):
 def print_result(r):
     c = r["config"]
     print(f"\n=== {c['name']}: B={c['B']} T={c['T']} D={c['D']} H={c['H']} L={c['L']} F={c['F']} V={c['V']} "
-          f"C={c['C']}, dropout {c['dropout']}, norm {c['norm']!r}, float32, AdamW"
+          f"C={c['C']}, dropout {c['dropout']}"
+          f"{', attention dropout ' + str(c['attention_dropout']) if c.get('attention_dropout') else ''}"
+          f", norm {c['norm']!r}, float32, AdamW"
           f"{'' if r['fast_paths'] else ', PLAIN formulas (no fast paths)'}")
     if c["note"]:
         print(f"    ({c['note']})")
@@ -679,6 +683,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=30, help="timed steps (default 30)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     p.add_argument("--dropout", type=float, default=None, help="override the configuration's dropout")
+    p.add_argument("--attention-dropout", type=float, default=0.0,
+                   help="dropout on the attention weights too (default 0, as the CLI's model)")
     p.add_argument("--plain", action="store_true", help="run the plain formulas (model.use_fast_paths(False))")
     p.add_argument("--corpus-batches", type=int, default=60, help="real-corpus batches to time (default 60)")
     p.add_argument("--no-corpus", action="store_true", help="skip the real-corpus measurement")
@@ -703,6 +709,7 @@ def main(argv=None):
     suffix = "" if args.threads is None else f"-{args.threads}thread{'s' if args.threads > 1 else ''}"
     suffix += "-plain" if args.plain else ""
     suffix += "" if args.dropout is None else f"-dropout{args.dropout:g}"
+    suffix += f"-attention-dropout{args.attention_dropout:g}" if args.attention_dropout else ""
     for r in results:
         path = Path(args.json) if args.json else RESULTS_DIR / f"{r['config']['name']}{suffix}.json"
         if args.json and len(results) > 1:

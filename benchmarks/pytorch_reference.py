@@ -11,6 +11,7 @@ clipping and AdamW: the shapes and work of `bench_step.py --config default`.
 """
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -24,6 +25,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--json", help="also write the step times (ms) to this file")
     p.add_argument("--no-attention-dropout", action="store_true",
                    help="no dropout on the attention weights, like numpy_transformer's model")
     a = p.parse_args()
@@ -74,6 +76,10 @@ def main():
           f"{' (none on the attention weights)' if a.no_attention_dropout else ''}: "
           f"median {1000 * statistics.median(times):.1f} ms, p10 {1000 * times[len(times) // 10]:.1f}, "
           f"p90 {1000 * times[9 * len(times) // 10]:.1f} ms per step (B={B}, T={T})")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": a.threads, "dropout": a.dropout,
+                       "attention_dropout": not a.no_attention_dropout, "step_ms": [1000 * t for t in times]}, f)
 
 
 if __name__ == "__main__":
