@@ -243,17 +243,21 @@ def _documented_mask(seed, shape, p):
     return bits >= round(p * 65536)
 
 
+def _documented_scale(seed, shape, p):
+    """The scaled mask the fast twins keep: the documented mask / (1 - p), with p quantised to 1/65536."""
+    return _documented_mask(seed, shape, p) / (1.0 - round(p * 65536) / 65536)
+
+
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4)])
 def test_fast_dropout_mask_is_the_documented_16_bit_rule_and_the_plain_backward_uses_it(p, shape):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
     y, cache = F.dropout_fast(x, p, np.random.default_rng(11))
-    keep = _documented_mask(11, shape, p)
-    scale = 1.0 / (1.0 - round(p * 65536) / 65536)
-    np.testing.assert_array_equal(cache, keep * scale)         # the plain version's cache: the scaled mask
-    assert_close(y, x * keep * scale, "y")
-    assert_close(F.dropout_backward(dy, cache), dy * keep * scale, "dx")
+    scale = _documented_scale(11, shape, p)
+    np.testing.assert_array_equal(cache, scale)                # the plain version's cache: the scaled mask
+    assert_close(y, x * scale, "y")
+    assert_close(F.dropout_backward(dy, cache), dy * scale, "dx")
 
 
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
@@ -262,11 +266,10 @@ def test_fused_relu_dropout_is_relu_then_the_documented_dropout_mask(p, shape):
     rng = np.random.default_rng(1)
     x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
     y, cache = F.relu_dropout_fast(x, p, np.random.default_rng(11))
-    keep = _documented_mask(11, shape, p)
-    scale = 1.0 / (1.0 - round(p * 65536) / 65536)
+    scale = _documented_scale(11, shape, p)
     relu, relu_cache = F.relu(x)
-    assert_close(y, relu * keep * scale, "y")
-    assert_close(F.dropout_fast_backward(dy, cache), F.relu_backward(dy * keep * scale, relu_cache), "dx")
+    assert_close(y, relu * scale, "y")
+    assert_close(F.dropout_fast_backward(dy, cache), F.relu_backward(dy * scale, relu_cache), "dx")
     if p > 0:    # the same bits as dropout_fast draws from the same generator
         assert_close(y, F.dropout_fast(relu, p, np.random.default_rng(11))[0], "y against dropout_fast(relu(x))")
 
@@ -319,7 +322,7 @@ def test_feed_forward_fast_fuses_relu_and_dropout_and_matches_the_documented_mas
     x, dy = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
     y = ffn(x)
     hidden = x @ ffn.W1.data + ffn.b1.data
-    m = _documented_mask(21, hidden.shape, 0.25) / (1.0 - round(0.25 * 65536) / 65536)
+    m = _documented_scale(21, hidden.shape, 0.25)
     assert_close(y, (np.maximum(hidden, 0) * m) @ ffn.W2.data + ffn.b2.data, "y")
     dx = ffn.backward(dy)
     dhidden = (dy @ ffn.W2.data.T) * m * (hidden > 0)
@@ -557,7 +560,7 @@ def test_fast_attention_dropout_is_the_documented_16_bit_mask_on_the_weights(p):
     out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask, dropout_p=p, rng=np.random.default_rng(8))
     _, plain_weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
     assert_close(weights, plain_weights, "weights (before dropout)")
-    scale = _documented_mask(8, weights.shape, p) / (1.0 - round(p * 65536) / 65536)
+    scale = _documented_scale(8, weights.shape, p)
     assert_close(out, (weights * scale) @ v, "out")
     # backward: the plain backward's maths with the same mask, written out
     dout = np.random.default_rng(2).standard_normal(out.shape)
