@@ -149,7 +149,9 @@ class _OneBlasThread:
     in two halves took 19-20 ms that way, 16-24 ms whole, and 8-9 ms with
     BLAS limited to one thread while the halves ran. The limit goes through
     threadpoolctl (if installed; without it nothing is limited) and is set by
-    the first of overlapping callers and lifted by the last one.
+    the first of overlapping callers and lifted by the last one. The setting
+    is the BLAS library's, for the whole process: a product that another
+    thread of your program starts meanwhile also runs on one thread.
     """
 
     def __init__(self):
