@@ -821,9 +821,9 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
         out = xp.empty(lead + (Tq, v.shape[-1]), dtype=dtype)            # (..., Tq, Dv)
     drop_scale = None
     if _dropout_is_active(q, dropout_p, rng, training):                  # see 6. above
-        threshold = min(round(dropout_p * 65536), 65535)
+        threshold = _bits_threshold(dropout_p)
         bits = xp.asarray(_random_uint16(rng, math.prod(weights.shape)).reshape(weights.shape))
-        inv_keep = np.dtype(dtype).type(1.0 / (1.0 - threshold / 65536))
+        inv_keep = _inverse_keep(threshold, dtype)
         drop_scale = xp.empty(weights.shape, dtype=dtype)                # (..., Tq, Tk): m / (1 - p)
 
     def attend(rows):           # the sequences in ``rows``, a slice of the first axis
@@ -858,9 +858,10 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     becomes ``dscores`` in place. With attention dropout (mask :math:`S`,
     :math:`O = (W \odot S) V`) the same holds: :math:`dW = dD \odot S` for
     the gradient :math:`dD` of the dropped weights, so
-    :math:`\sum_k dW_k W_k = \sum_k dD_k (W \odot S)_k = dO \cdot O`. As in the forward pass, the sequences of
-    the batch are cut into slices that run on all cores at once; each slice
-    has its own small ``dweights`` buffer.
+    :math:`\sum_k dW_k W_k = \sum_k dD_k (W \odot S)_k = dO \cdot O`.
+    As in the forward pass, the sequences of the batch are cut into slices
+    that run on all cores at once; each slice has its own small ``dweights``
+    buffer.
 
     ``out``: None, or three arrays (dq, dk, dv) of the shapes of q, k and v to
     write the gradients into (multi-head attention passes the q, k and v
@@ -885,7 +886,7 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
         rows = rows if n_rows > 1 else slice(None)
         dout_s, o_s, w_s = dout[rows], o[rows], weights[rows]
         q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q_scaled, k, v))
-        # in the forward pass this was: out = weights @ v
+        # in the forward pass this was: out = weights @ v (the dropped weights, with attention dropout)
         v_transposed = xp.ascontiguousarray(v_s.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as k^T in forward
         dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
         dropped = w_s if drop_scale is None else w_s * drop_scale[rows]   # what multiplied v in forward
@@ -970,6 +971,16 @@ def _random_uint16(rng, n):
     return rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n]     # (n,) uint16, on the CPU
 
 
+def _bits_threshold(p):
+    """The 16-bit threshold of the fast dropouts: P(bits < threshold) = p, p quantised to a multiple of 1/65536."""
+    return min(round(p * 65536), 65535)
+
+
+def _inverse_keep(threshold, dtype):
+    """1 / (1 - p) for the quantised p, as a scalar of ``dtype`` (a float32 for float32 arrays: no upcast)."""
+    return np.dtype(dtype).type(1.0 / (1.0 - threshold / 65536))
+
+
 def _kept_and_scaled(x, bits, threshold, relu):
     """y = x * scale and scale = keep / (1 - p), with keep = (bits >= threshold) [and x > 0], over row slices.
 
@@ -980,7 +991,7 @@ def _kept_and_scaled(x, bits, threshold, relu):
     the rows are cut. Returns (y, scale), two new arrays shaped like ``x``.
     """
     xp = get_array_module(x)
-    inv_keep = np.dtype(x.dtype).type(1.0 / (1.0 - threshold / 65536))   # a float32 for float32 x: no upcast
+    inv_keep = _inverse_keep(threshold, x.dtype)
     if bits is not None:
         bits = xp.asarray(bits.reshape(x.shape))                       # (...) uint16; to the GPU there
     scale = xp.empty(x.shape, dtype=x.dtype)
@@ -1020,7 +1031,7 @@ def dropout_fast(x, p, rng, training=True):
     """
     if not _dropout_is_active(x, p, rng, training):
         return x, None
-    threshold = min(round(p * 65536), 65535)                 # P(bits < threshold) = p, quantised
+    threshold = _bits_threshold(p)
     bits = _random_uint16(rng, math.prod(x.shape))           # (n,) uint16, on the CPU
     return _kept_and_scaled(x, bits, threshold, relu=False)
 
@@ -1062,7 +1073,7 @@ def relu_dropout_fast(x, p, rng, training=True):
     """
     if not _dropout_is_active(x, p, rng, training):
         return _kept_and_scaled(x, None, 0, relu=True)      # ReLU alone: scale = [x > 0]
-    threshold = min(round(p * 65536), 65535)
+    threshold = _bits_threshold(p)
     bits = _random_uint16(rng, math.prod(x.shape))
     return _kept_and_scaled(x, bits, threshold, relu=True)
 
