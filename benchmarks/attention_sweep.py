@@ -7,7 +7,7 @@ For each T, one forward and backward of scaled dot-product attention over
 (B, H, T, Dh) queries, keys and values (float32, a padding mask), three ways:
 
 * ``plain``  `functional.scaled_dot_product_attention`, the teaching version;
-* ``fast``   `functional.scaled_dot_product_attention_fast`, the one the model runs;
+* ``fast``   `fast.scaled_dot_product_attention_fast`, the one the model runs;
 * ``tiled``  `tiled_attention.tiled_attention`, keys in blocks with the online softmax.
 
 Time is the median over repeats (wall clock). Memory is the peak that
@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from numpy_transformer import functional as F                                   # noqa: E402
+from numpy_transformer import fast                                             # noqa: E402
 from numpy_transformer.tiled_attention import tiled_attention, tiled_attention_backward   # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -54,8 +55,8 @@ def step(kind, inputs, block_size):
         _, _, cache = F.scaled_dot_product_attention(q, k, v, mask)
         return F.scaled_dot_product_attention_backward(dout, cache)
     if kind == "fast":
-        _, _, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
-        return F.scaled_dot_product_attention_fast_backward(dout, cache)
+        _, _, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask)
+        return fast.scaled_dot_product_attention_fast_backward(dout, cache)
     _, cache = tiled_attention(q, k, v, mask, block_size)
     return tiled_attention_backward(dout, cache)
 

@@ -148,7 +148,7 @@ def step_matmuls(cfg: Config, B: int | None = None, T: int | None = None):
 
     ``transpose`` marks an operand used as ``X.T`` (BLAS reads it transposed,
     no copy), as the model does; K^T and V^T are their own arrays, as in
-    `functional.scaled_dot_product_attention_fast`. Forward per layer: QKV,
+    `fast.scaled_dot_product_attention_fast`. Forward per layer: QKV,
     Q K^T, W V, output projection, two FFN layers; backward: two products per
     linear layer (dx and dW) and four for attention. Plus the classifier head.
     """

@@ -25,7 +25,7 @@ scalars, which would silently upcast float32 arrays.
 
 Five layers have a *fast path*: `Embedding`, `LayerNorm`, `Dropout`,
 `MultiHeadAttention` and `FeedForward` (ReLU and dropout fused) call the
-``*_fast`` twins at the end of `functional.py`, which compute the same numbers
+``*_fast`` twins in `fast.py`, which compute the same numbers
 in fewer passes over memory and on all CPU cores (dropout draws its mask from
 cheaper random bits). ``model.use_fast_paths(False)`` switches a whole model
 back to the plain formulas, to step through them or compare.
@@ -46,6 +46,7 @@ from collections import OrderedDict
 import numpy as np
 
 from . import functional as F
+from . import fast
 from .backend import get_array_module, to_device, to_numpy
 
 __all__ = ["Parameter", "Module", "Linear", "Embedding", "PositionalEncoding", "LayerNorm", "Dropout",
@@ -354,7 +355,7 @@ class Embedding(Module):
         return y
 
     def backward(self, dout):
-        embedding_backward = F.embedding_backward_fast if self.fast else F.embedding_backward
+        embedding_backward = fast.embedding_backward_fast if self.fast else F.embedding_backward
         # += : with tied input/output embeddings, the output layer has already
         # added its share to E.grad; '=' would silently throw that away.
         self.E.grad += embedding_backward(dout, _forward_first(self._cache, self))
@@ -450,13 +451,13 @@ class LayerNorm(Module):
         self._cache = None
 
     def forward(self, x):
-        layernorm = F.layernorm_fast if self.fast else F.layernorm
+        layernorm = fast.layernorm_fast if self.fast else F.layernorm
         y, self._cache = layernorm(x, self.gamma.data, self.beta.data, self.eps)
         return y
 
     def backward(self, dout):
         # the two forwards leave the same cache, so either backward fits either forward
-        layernorm_backward = F.layernorm_fast_backward if self.fast else F.layernorm_backward
+        layernorm_backward = fast.layernorm_fast_backward if self.fast else F.layernorm_backward
         dx, dgamma, dbeta = layernorm_backward(dout, _forward_first(self._cache, self))
         self.gamma.grad += dgamma
         self.beta.grad += dbeta
@@ -485,7 +486,7 @@ class Dropout(Module):
         self._ran = False
 
     def forward(self, x):
-        dropout = F.dropout_fast if self.fast else F.dropout
+        dropout = fast.dropout_fast if self.fast else F.dropout
         y, self._cache = dropout(x, self.p, self.rng, training=self.training)
         self._ran = True
         return y
@@ -494,7 +495,7 @@ class Dropout(Module):
         if not self._ran:
             raise RuntimeError("Dropout.backward: call forward first")
         # both forwards leave the scaled mask in the cache, so either backward follows either forward
-        dropout_backward = F.dropout_fast_backward if self.fast else F.dropout_backward
+        dropout_backward = fast.dropout_fast_backward if self.fast else F.dropout_backward
         return dropout_backward(dout, self._cache)
 
     def _extra_repr(self):
@@ -586,7 +587,7 @@ class MultiHeadAttention(Module):
         if self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
             merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
-            _, weights, attn_cache = F.scaled_dot_product_attention_fast(
+            _, weights, attn_cache = fast.scaled_dot_product_attention_fast(
                 q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
                 training=self.training)
         else:
@@ -600,7 +601,7 @@ class MultiHeadAttention(Module):
         return y
 
     def backward(self, dout):
-        proj_cache, (fast, attn_cache), out_cache, (B, T, H) = _forward_first(self._cache, self)
+        proj_cache, (was_fast, attn_cache), out_cache, (B, T, H) = _forward_first(self._cache, self)
         # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
         dmerged, dW_o, db_o = F.linear_backward(dout, out_cache)                   # (B, T, D)
         self.W_o.grad += dW_o
@@ -614,8 +615,8 @@ class MultiHeadAttention(Module):
             xp = get_array_module(dheads)
             dqkv = xp.empty((B, T, 3, H, dheads.shape[-1]), dtype=dheads.dtype)
             dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
-            if fast:            # the fast backward writes into the view itself: no copy at all
-                F.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
+            if was_fast:            # the fast backward writes into the view itself: no copy at all
+                fast.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
             else:
                 dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = F.scaled_dot_product_attention_backward(
                     dheads, attn_cache)                                           # one copy each
@@ -624,7 +625,7 @@ class MultiHeadAttention(Module):
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
             return dx
-        attention_backward = (F.scaled_dot_product_attention_fast_backward if fast
+        attention_backward = (fast.scaled_dot_product_attention_fast_backward if was_fast
                               else F.scaled_dot_product_attention_backward)
         dq, dk, dv = attention_backward(dheads, attn_cache)                      # (B, H, T, Dh) each
         # x fed all three projections, so its gradient is the sum of three
@@ -677,8 +678,8 @@ class FeedForward(Module):
         hidden, cache1 = F.linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
         fused = self.fast and self.activation == "relu"
         if fused:
-            # ReLU and dropout are both a mask: one pass, one cached mask (see F.relu_dropout_fast)
-            a, act_cache = F.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
+            # ReLU and dropout are both a mask: one pass, one cached mask (see fast.relu_dropout_fast)
+            a, act_cache = fast.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
         else:
             a, act_cache = self._act(hidden)                         # (..., F)
             a = self.drop(a)
@@ -691,7 +692,7 @@ class FeedForward(Module):
         # in the forward pass this was: y = drop(act(hidden)) @ W2 + b2
         da, dW2, db2 = F.linear_backward(dout, cache2)
         if fused:
-            dhidden = F.dropout_fast_backward(da, act_cache)        # dy * ([hidden > 0] and m) / (1 - p)
+            dhidden = fast.dropout_fast_backward(da, act_cache)        # dy * ([hidden > 0] and m) / (1 - p)
         else:
             da = self.drop.backward(da)
             # in the forward pass this was: a = act(hidden)

@@ -31,7 +31,7 @@ traded for memory, as the style guide asks us to say):
 
 .. math::
     D &= \mathrm{rowsum}(dO \odot O) \quad (= \textstyle\sum_k dW_k W_k, \text{ see }
-        `functional.scaled_dot_product_attention_fast_backward`) \\
+        `fast.scaled_dot_product_attention_fast_backward`) \\
     dV_j &= P_j^\top dO, \quad dP_j = dO\, V_j^\top, \quad dS_j = P_j \odot (dP_j - D) \\
     dQ &\mathrel{+}= dS_j K_j / \sqrt{d_k}, \quad dK_j = dS_j^\top Q / \sqrt{d_k}
 
@@ -90,7 +90,7 @@ def tiled_attention(q, k, v, mask=None, block_size=64):
     xp = get_array_module(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1])
     q_scaled = q * scale                                               # (..., Tq, Dh), scaled once for all blocks
-    # K^T as its own array, as in functional.scaled_dot_product_attention_fast (BLAS prefers a plain operand)
+    # K^T as its own array, as in fast.scaled_dot_product_attention_fast (BLAS prefers a plain operand)
     k_transposed = xp.ascontiguousarray(k.swapaxes(-1, -2))            # (..., Dh, Tk)
     Tk = k.shape[-2]
     lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from numpy_transformer import functional as F
+from numpy_transformer import fast
 from numpy_transformer.backend import (
     GPUUnavailableError,
     device_of,
@@ -240,12 +241,12 @@ def attention_with_a_fully_masked_row(dev, dtype):
 
 def _attention_fast(dev, dtype, mask):
     q, k, v = dev(_host((2, 2, 3, 4), dtype, 0)), dev(_host((2, 2, 5, 4), dtype, 1)), dev(_host((2, 2, 5, 3), dtype, 2))
-    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
-    dq, dk, dv = F.scaled_dot_product_attention_fast_backward(dev(_host((2, 2, 3, 3), dtype, 3)), cache)
+    out, weights, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask)
+    dq, dk, dv = fast.scaled_dot_product_attention_fast_backward(dev(_host((2, 2, 3, 3), dtype, 3)), cache)
     return {"out": out, "weights": weights, "dq": dq, "dk": dk, "dv": dv}
 
 
-@functional_case(F.padding_mask, F.scaled_dot_product_attention_fast, F.scaled_dot_product_attention_fast_backward)
+@functional_case(F.padding_mask, fast.scaled_dot_product_attention_fast, fast.scaled_dot_product_attention_fast_backward)
 def attention_fast_with_masks(dev, dtype):
     """The fast twin: copyto with a broadcast mask, a fully masked row, and no mask."""
     valid = dev(np.array([[True] * 5, [True, True, False, False, False]]))
@@ -259,50 +260,50 @@ def attention_fast_with_masks(dev, dtype):
 
 
 @functional_case(F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward,
-                 F.scaled_dot_product_attention_fast, F.scaled_dot_product_attention_fast_backward)
+                 fast.scaled_dot_product_attention_fast, fast.scaled_dot_product_attention_fast_backward)
 def attention_with_dropout(dev, dtype):
     """Attention dropout draws its mask on the CPU too (from the Generator), then moves it to the device."""
     q, k, v = (dev(_host((2, 2, 3, 4), dtype, seed)) for seed in (0, 1, 2))
     dout = dev(_host((2, 2, 3, 4), dtype, 3))
     out = {}
     for name, fwd, bwd in (("plain", F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward),
-                           ("fast", F.scaled_dot_product_attention_fast,
-                            F.scaled_dot_product_attention_fast_backward)):
+                           ("fast", fast.scaled_dot_product_attention_fast,
+                            fast.scaled_dot_product_attention_fast_backward)):
         o, w, cache = fwd(q, k, v, None, dropout_p=0.3, rng=np.random.default_rng(4))
         out.update({f"{name} out": o, f"{name} weights": w})
         out.update({f"{name} d{x}": g for x, g in zip("qkv", bwd(dout, cache))})
     return out
 
 
-@functional_case(F.layernorm_fast, F.layernorm_fast_backward)
+@functional_case(fast.layernorm_fast, fast.layernorm_fast_backward)
 def layernorm_fast(dev, dtype):
-    y, cache = F.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
+    y, cache = fast.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
                                 dev(_host((6,), dtype, 2)))
-    dx, dgamma, dbeta = F.layernorm_fast_backward(dev(_host((2, 3, 6), dtype, 3)), cache)
+    dx, dgamma, dbeta = fast.layernorm_fast_backward(dev(_host((2, 3, 6), dtype, 3)), cache)
     return {"y": y, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
 
-@functional_case(F.dropout_fast, F.dropout_fast_backward)
+@functional_case(fast.dropout_fast, fast.dropout_fast_backward)
 def dropout_fast(dev, dtype):
     """The fast twin draws its bits on the CPU too, then copies them to the device."""
-    y, cache = F.dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
+    y, cache = fast.dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
     dy = _host((4, 6), dtype, 1)
-    return {"y": y, "dx": F.dropout_backward(dev(dy), cache), "dx fast": F.dropout_fast_backward(dev(dy), cache)}
+    return {"y": y, "dx": F.dropout_backward(dev(dy), cache), "dx fast": fast.dropout_fast_backward(dev(dy), cache)}
 
 
-@functional_case(F.relu_dropout_fast)
+@functional_case(fast.relu_dropout_fast)
 def relu_dropout_fast(dev, dtype):
-    y, cache = F.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
-    y_eval, cache_eval = F.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, None, training=False)
+    y, cache = fast.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))
+    y_eval, cache_eval = fast.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, None, training=False)
     dy = dev(_host((4, 6), dtype, 1))
-    return {"y": y, "dx": F.dropout_fast_backward(dy, cache), "y eval": y_eval,
-            "dx eval": F.dropout_fast_backward(dy, cache_eval)}
+    return {"y": y, "dx": fast.dropout_fast_backward(dy, cache), "y eval": y_eval,
+            "dx eval": fast.dropout_fast_backward(dy, cache_eval)}
 
 
-@functional_case(F.embedding_backward_fast)
+@functional_case(fast.embedding_backward_fast)
 def embedding_backward_fast(dev, dtype):
     _, cache = F.embedding(dev(np.array([[0, 2, 2], [3, 0, 2]])), dev(_host((4, 3), dtype, 0)))
-    return {"dE": F.embedding_backward_fast(dev(_host((2, 3, 3), dtype, 1)), cache)}
+    return {"dE": fast.embedding_backward_fast(dev(_host((2, 3, 3), dtype, 1)), cache)}
 
 
 @functional_case(F.split_heads, F.merge_heads, F.split_heads_backward, F.merge_heads_backward)
@@ -343,9 +344,9 @@ def test_every_formula_runs_on_strict_arrays_and_matches_numpy(name):
 
 
 def test_strict_cases_cover_every_forward_and_backward_in_functional():
-    """A new forward/backward pair in functional.py must get a device case here too."""
-    public = {name for name, obj in vars(F).items()
-              if inspect.isfunction(obj) and not name.startswith("_") and obj.__module__ == F.__name__}
+    """A new forward/backward pair in functional.py (or a fast twin in fast.py) must get a device case here too."""
+    public = {name for module in (F, fast) for name, obj in vars(module).items()
+              if inspect.isfunction(obj) and not name.startswith("_") and obj.__module__ == module.__name__}
     # Tables computed on the CPU from sizes alone: no array input, nothing to put on a device.
     host_tables = {"sinusoidal_positional_encoding", "seed_positional_encoding", "causal_mask"}
     assert public - host_tables - COVERED == set()

@@ -24,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from numpy_transformer import functional as F
+from numpy_transformer import fast
 from numpy_transformer import parallel
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier, TransformerLM
@@ -72,11 +73,11 @@ def _mask(kind, rng, B, H, Tq, Tk):
 
 def assert_attention_twins_agree(q, k, v, mask, rng):
     out, weights, cache = F.scaled_dot_product_attention(q, k, v, mask)
-    out_f, weights_f, cache_f = F.scaled_dot_product_attention_fast(q, k, v, mask)
+    out_f, weights_f, cache_f = fast.scaled_dot_product_attention_fast(q, k, v, mask)
     assert_close(out_f, out, "out")
     assert_close(weights_f, weights, "weights")
     dout = rng.standard_normal(out.shape)
-    for name, got, expected in zip(("dq", "dk", "dv"), F.scaled_dot_product_attention_fast_backward(dout, cache_f),
+    for name, got, expected in zip(("dq", "dk", "dv"), fast.scaled_dot_product_attention_fast_backward(dout, cache_f),
                                    F.scaled_dot_product_attention_backward(dout, cache)):
         assert_close(got, expected, name)
 
@@ -110,12 +111,12 @@ def test_fast_attention_shifts_by_the_row_max_when_scores_could_overflow(kind, d
     q, k, v, dout = (a.astype(dtype) for a in (q, k, v, dout))
     mask = _mask(kind, rng, 2, 2, 5, 6)
     out, weights, cache = F.scaled_dot_product_attention(q, k, v, mask)
-    out_f, weights_f, cache_f = F.scaled_dot_product_attention_fast(q, k, v, mask)
+    out_f, weights_f, cache_f = fast.scaled_dot_product_attention_fast(q, k, v, mask)
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
     assert np.isfinite(weights_f).all() and np.abs(weights).max() == 1.0     # really peaked: one-hot rows
     np.testing.assert_allclose(weights_f, weights, **tol)
     np.testing.assert_allclose(out_f, out, **tol)
-    for got, expected in zip(F.scaled_dot_product_attention_fast_backward(dout, cache_f),
+    for got, expected in zip(fast.scaled_dot_product_attention_fast_backward(dout, cache_f),
                              F.scaled_dot_product_attention_backward(dout, cache)):
         np.testing.assert_allclose(got, expected, **tol)
 
@@ -130,7 +131,7 @@ def test_in_place_softmax_with_and_without_the_shift_is_the_plain_softmax(shift)
     plain = np.where(mask, scores, F.MASK_FILL)
     plain, _ = F.softmax(plain)
     plain = plain * mask.any(axis=-1, keepdims=True)
-    got = F._masked_softmax_inplace(scores.copy(), mask, shift=shift)
+    got = fast._masked_softmax_inplace(scores.copy(), mask, shift=shift)
     assert_close(got, plain, f"softmax, shift={shift}")
 
 
@@ -139,8 +140,8 @@ def test_fast_attention_gives_exact_zeros_for_a_query_with_nothing_to_attend_to(
     q, k, v = (rng.standard_normal((1, 1, 3, 4)).astype(np.float32) for _ in range(3))
     mask = np.ones((1, 1, 3, 3), dtype=bool)
     mask[0, 0, 1] = False
-    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
-    dq, dk, dv = F.scaled_dot_product_attention_fast_backward(np.ones_like(out), cache)
+    out, weights, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask)
+    dq, dk, dv = fast.scaled_dot_product_attention_fast_backward(np.ones_like(out), cache)
     assert np.all(weights[0, 0, 1] == 0) and np.all(out[0, 0, 1] == 0) and np.all(dq[0, 0, 1] == 0)
     assert all(np.isfinite(a).all() for a in (out, weights, dq, dk, dv))
 
@@ -151,9 +152,9 @@ def test_fast_attention_matches_numerical_gradients():
     inputs = {"q": rng.standard_normal((2, 2, 3, 4)), "k": rng.standard_normal((2, 2, 3, 4)),
               "v": rng.standard_normal((2, 2, 3, 2))}
     results = check_gradients(
-        lambda q, k, v: F.scaled_dot_product_attention_fast(q, k, v, mask)[0],
-        lambda dy, q, k, v: dict(zip("qkv", F.scaled_dot_product_attention_fast_backward(
-            dy, F.scaled_dot_product_attention_fast(q, k, v, mask)[2]))),
+        lambda q, k, v: fast.scaled_dot_product_attention_fast(q, k, v, mask)[0],
+        lambda dy, q, k, v: dict(zip("qkv", fast.scaled_dot_product_attention_fast_backward(
+            dy, fast.scaled_dot_product_attention_fast(q, k, v, mask)[2]))),
         inputs)
     assert max(r.max_rel_error for r in results.values()) < 1e-5
 
@@ -165,33 +166,33 @@ def test_fast_attention_writes_into_out_views_as_multi_head_attention_uses_them(
     qkv = rng.standard_normal((B, T, 3, H, Dh))
     q, k, v = qkv.transpose(2, 0, 3, 1, 4)
     mask = _mask("padding", rng, B, H, T, T)
-    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
+    out, weights, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask)
     merged = np.empty((B, T, H * Dh))
-    returned, _, cache_view = F.scaled_dot_product_attention_fast(q, k, v, mask, out=F.split_heads(merged, H))
+    returned, _, cache_view = fast.scaled_dot_product_attention_fast(q, k, v, mask, out=F.split_heads(merged, H))
     assert np.shares_memory(returned, merged)
     assert_close(merged, F.merge_heads(out), "merged heads")
     dout = rng.standard_normal(out.shape)
     dqkv = np.empty((B, T, 3, H, Dh))
-    F.scaled_dot_product_attention_fast_backward(dout, cache_view, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))
+    fast.scaled_dot_product_attention_fast_backward(dout, cache_view, out=tuple(dqkv.transpose(2, 0, 3, 1, 4)))
     for name, got, expected in zip("qkv", dqkv.transpose(2, 0, 3, 1, 4),
-                                   F.scaled_dot_product_attention_fast_backward(dout, cache)):
+                                   fast.scaled_dot_product_attention_fast_backward(dout, cache)):
         assert_close(got, expected, f"d{name} written through the view")
 
 
 def test_fast_attention_backward_refuses_out_arrays_of_the_wrong_shape():
     rng = np.random.default_rng(2)
     q, k, v = rng.standard_normal((1, 2, 3, 4)), rng.standard_normal((1, 2, 5, 4)), rng.standard_normal((1, 2, 5, 3))
-    out, _, cache = F.scaled_dot_product_attention_fast(q, k, v)
+    out, _, cache = fast.scaled_dot_product_attention_fast(q, k, v)
     with pytest.raises(ValueError, match="out: expected three arrays shaped like q, k, v"):
-        F.scaled_dot_product_attention_fast_backward(out, cache, out=(np.empty(q.shape),) * 3)
+        fast.scaled_dot_product_attention_fast_backward(out, cache, out=(np.empty(q.shape),) * 3)
 
 
 def test_fast_attention_checks_its_inputs_like_the_plain_one():
     q = np.ones((1, 3, 4))
     with pytest.raises(ValueError, match="k: expected the same last dimension"):
-        F.scaled_dot_product_attention_fast(q, np.ones((1, 3, 5)), np.ones((1, 3, 2)))
+        fast.scaled_dot_product_attention_fast(q, np.ones((1, 3, 5)), np.ones((1, 3, 2)))
     with pytest.raises(TypeError, match="mask: expected a boolean array"):
-        F.scaled_dot_product_attention_fast(q, q, q, np.ones((3, 3)))
+        fast.scaled_dot_product_attention_fast(q, q, q, np.ones((3, 3)))
 
 
 # --------------------------------------------------------------------------- #
@@ -204,17 +205,17 @@ def test_fast_layernorm_equals_plain_layernorm_forward_and_backward(shape, D, se
     x = rng.standard_normal(shape + (D,)) * 3 + 1
     gamma, beta, dy = rng.standard_normal(D), rng.standard_normal(D), rng.standard_normal(shape + (D,))
     y, cache = F.layernorm(x, gamma, beta)
-    y_f, cache_f = F.layernorm_fast(x, gamma, beta)
+    y_f, cache_f = fast.layernorm_fast(x, gamma, beta)
     assert_close(y_f, y, "y")
     for what, c in (("fast forward's cache", cache_f), ("plain forward's cache", cache)):
-        for name, got, expected in zip(("dx", "dgamma", "dbeta"), F.layernorm_fast_backward(dy, c),
+        for name, got, expected in zip(("dx", "dgamma", "dbeta"), fast.layernorm_fast_backward(dy, c),
                                        F.layernorm_backward(dy, cache)):
             assert_close(got, expected, f"{name} from the {what}")
 
 
 def test_fast_layernorm_checks_gamma_and_beta():
     with pytest.raises(ValueError, match=r"gamma: expected shape \(4,\), got \(3,\)"):
-        F.layernorm_fast(np.ones((2, 4)), np.ones(3), np.zeros(4))
+        fast.layernorm_fast(np.ones((2, 4)), np.ones(3), np.zeros(4))
 
 
 @given(B=sizes, T=st.integers(1, 6), V=st.integers(1, 6), D=st.integers(1, 4), seed=seeds)
@@ -223,12 +224,12 @@ def test_fast_embedding_backward_equals_add_at_with_repeated_ids(B, T, V, D, see
     ids = rng.integers(0, V, size=(B, T))                        # V small: ids repeat
     _, cache = F.embedding(ids, rng.standard_normal((V, D)))
     dy = rng.standard_normal((B, T, D))
-    assert_close(F.embedding_backward_fast(dy, cache), F.embedding_backward(dy, cache), "dE")
+    assert_close(fast.embedding_backward_fast(dy, cache), F.embedding_backward(dy, cache), "dE")
 
 
 def test_fast_embedding_backward_of_no_tokens_is_zero():
     _, cache = F.embedding(np.zeros((2, 0), dtype=np.int64), np.ones((3, 4)))
-    np.testing.assert_array_equal(F.embedding_backward_fast(np.zeros((2, 0, 4)), cache), np.zeros((3, 4)))
+    np.testing.assert_array_equal(fast.embedding_backward_fast(np.zeros((2, 0, 4)), cache), np.zeros((3, 4)))
 
 
 # --------------------------------------------------------------------------- #
@@ -253,7 +254,7 @@ def _documented_scale(seed, shape, p):
 def test_fast_dropout_mask_is_the_documented_16_bit_rule_and_the_plain_backward_uses_it(p, shape):
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
-    y, cache = F.dropout_fast(x, p, np.random.default_rng(11))
+    y, cache = fast.dropout_fast(x, p, np.random.default_rng(11))
     scale = _documented_scale(11, shape, p)
     np.testing.assert_array_equal(cache, scale)                # the plain version's cache: the scaled mask
     assert_close(y, x * scale, "y")
@@ -265,27 +266,27 @@ def test_fast_dropout_mask_is_the_documented_16_bit_rule_and_the_plain_backward_
 def test_fused_relu_dropout_is_relu_then_the_documented_dropout_mask(p, shape):
     rng = np.random.default_rng(1)
     x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
-    y, cache = F.relu_dropout_fast(x, p, np.random.default_rng(11))
+    y, cache = fast.relu_dropout_fast(x, p, np.random.default_rng(11))
     scale = _documented_scale(11, shape, p)
     relu, relu_cache = F.relu(x)
     assert_close(y, relu * scale, "y")
-    assert_close(F.dropout_fast_backward(dy, cache), F.relu_backward(dy * scale, relu_cache), "dx")
+    assert_close(fast.dropout_fast_backward(dy, cache), F.relu_backward(dy * scale, relu_cache), "dx")
     if p > 0:    # the same bits as dropout_fast draws from the same generator
-        assert_close(y, F.dropout_fast(relu, p, np.random.default_rng(11))[0], "y against dropout_fast(relu(x))")
+        assert_close(y, fast.dropout_fast(relu, p, np.random.default_rng(11))[0], "y against dropout_fast(relu(x))")
 
 
 def test_fused_relu_dropout_in_eval_mode_is_relu_and_checks_its_arguments():
     x = np.random.default_rng(2).standard_normal((3, 4))
-    y, cache = F.relu_dropout_fast(x, 0.5, None, training=False)
+    y, cache = fast.relu_dropout_fast(x, 0.5, None, training=False)
     relu, relu_cache = F.relu(x)
     assert_close(y, relu, "y")
-    assert_close(F.dropout_fast_backward(x, cache), F.relu_backward(x, relu_cache), "dx")
+    assert_close(fast.dropout_fast_backward(x, cache), F.relu_backward(x, relu_cache), "dx")
     with pytest.raises(ValueError, match="p: expected a probability"):
-        F.relu_dropout_fast(x, 1.0, np.random.default_rng(0))
+        fast.relu_dropout_fast(x, 1.0, np.random.default_rng(0))
     with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
-        F.relu_dropout_fast(x, 0.5, 42)
+        fast.relu_dropout_fast(x, 0.5, 42)
     with pytest.raises(TypeError):
-        F.relu_dropout_fast(np.arange(3), 0.5, np.random.default_rng(0))
+        fast.relu_dropout_fast(np.arange(3), 0.5, np.random.default_rng(0))
 
 
 def test_fused_relu_dropout_matches_numerical_gradients():
@@ -295,10 +296,10 @@ def test_fused_relu_dropout_matches_numerical_gradients():
     inputs = {"x": np.sign(z) * (0.5 + np.abs(z))}          # |x| >= 0.5: no kink within the step h
 
     def forward(x):
-        return F.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[0]
+        return fast.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[0]
 
-    results = check_gradients(forward, lambda dy, x: {"x": F.dropout_fast_backward(
-        dy, F.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[1])}, inputs)
+    results = check_gradients(forward, lambda dy, x: {"x": fast.dropout_fast_backward(
+        dy, fast.relu_dropout_fast(x, 0.3, np.random.default_rng(9))[1])}, inputs)
     assert results["x"].max_rel_error < 1e-5
 
 
@@ -307,8 +308,8 @@ def test_fast_dropout_backward_equals_the_plain_backward_and_returns_a_new_array
     rng = np.random.default_rng(5)
     x, dy = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 5))
     p = 0.0 if cache_from == "identity" else 0.4
-    _, cache = getattr(F, "dropout_fast" if cache_from == "dropout_fast" else "dropout")(x, p, rng)
-    dx = F.dropout_fast_backward(dy, cache)
+    _, cache = (fast.dropout_fast if cache_from == "dropout_fast" else F.dropout)(x, p, rng)
+    dx = fast.dropout_fast_backward(dy, cache)
     assert_close(dx, F.dropout_backward(dy, cache), "dx")
     assert not np.shares_memory(dx, dy)
 
@@ -339,9 +340,9 @@ def test_feed_forward_fast_fuses_relu_and_dropout_and_matches_the_documented_mas
 
 def test_fast_dropout_same_seed_same_mask_other_seed_other_mask():
     x = np.ones((40, 50))
-    y1, _ = F.dropout_fast(x, 0.5, np.random.default_rng(42))
-    y2, _ = F.dropout_fast(x, 0.5, np.random.default_rng(42))
-    y3, _ = F.dropout_fast(x, 0.5, np.random.default_rng(43))
+    y1, _ = fast.dropout_fast(x, 0.5, np.random.default_rng(42))
+    y2, _ = fast.dropout_fast(x, 0.5, np.random.default_rng(42))
+    y3, _ = fast.dropout_fast(x, 0.5, np.random.default_rng(43))
     np.testing.assert_array_equal(y1, y2)
     assert not np.array_equal(y1, y3)
 
@@ -349,29 +350,29 @@ def test_fast_dropout_same_seed_same_mask_other_seed_other_mask():
 def test_fast_dropout_drops_about_p_and_keeps_the_mean():
     x = np.ones((400, 500), dtype=np.float32)
     for p in (0.1, 0.3):
-        y, scale = F.dropout_fast(x, p, np.random.default_rng(0))
+        y, scale = fast.dropout_fast(x, p, np.random.default_rng(0))
         assert abs((scale == 0).mean() - p) < 0.005                 # 200,000 draws: 5 sigma is ~0.003
         assert abs(y.mean() - 1.0) < 0.01
 
 
 def test_fast_dropout_is_the_identity_with_p_zero_or_in_eval_mode_and_checks_its_arguments():
     x = np.arange(6.0).reshape(2, 3)
-    for y, cache in (F.dropout_fast(x, 0.0, np.random.default_rng(1)),
-                     F.dropout_fast(x, 0.5, None, training=False)):
+    for y, cache in (fast.dropout_fast(x, 0.0, np.random.default_rng(1)),
+                     fast.dropout_fast(x, 0.5, None, training=False)):
         np.testing.assert_array_equal(y, x)
         dx = F.dropout_backward(x, cache)
         np.testing.assert_array_equal(dx, x)
         assert dx is not x                                     # a new array, as every backward returns
     with pytest.raises(ValueError, match="p: expected a probability in"):
-        F.dropout_fast(x, 1.0, np.random.default_rng(0))
+        fast.dropout_fast(x, 1.0, np.random.default_rng(0))
     with pytest.raises(TypeError, match="rng: expected a numpy.random.Generator"):
-        F.dropout_fast(x, 0.5, 42)
+        fast.dropout_fast(x, 0.5, 42)
 
 
 def test_dropout_module_uses_the_fast_twin_by_default_and_the_plain_one_when_asked():
     x = np.ones((6, 7))
-    fast = Dropout(0.3, np.random.default_rng(5))
-    np.testing.assert_array_equal(fast(x), F.dropout_fast(x, 0.3, np.random.default_rng(5))[0])
+    default = Dropout(0.3, np.random.default_rng(5))
+    np.testing.assert_array_equal(default(x), fast.dropout_fast(x, 0.3, np.random.default_rng(5))[0])
     plain = Dropout(0.3, np.random.default_rng(5)).use_fast_paths(False)
     np.testing.assert_array_equal(plain(x), F.dropout(x, 0.3, np.random.default_rng(5))[0])
     dy = np.arange(42.0).reshape(6, 7)
@@ -453,21 +454,21 @@ def test_every_fast_twin_keeps_float32():
     out = {}
     q, k, v = f32(2, 2, 3, 4), f32(2, 2, 5, 4), f32(2, 2, 5, 3)
     mask = F.padding_mask(np.array([[True] * 5, [True, True, False, False, False]]))
-    o, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask)
+    o, weights, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask)
     out["attention out"], out["attention weights"] = o, weights
-    out["dq"], out["dk"], out["dv"] = F.scaled_dot_product_attention_fast_backward(f32(2, 2, 3, 3), cache)
-    y, cache = F.layernorm_fast(f32(2, 3, 4), f32(4), f32(4))
+    out["dq"], out["dk"], out["dv"] = fast.scaled_dot_product_attention_fast_backward(f32(2, 2, 3, 3), cache)
+    y, cache = fast.layernorm_fast(f32(2, 3, 4), f32(4), f32(4))
     out["layernorm"] = y
-    out["layernorm dx"], out["dgamma"], out["dbeta"] = F.layernorm_fast_backward(f32(2, 3, 4), cache)
-    y, cache = F.dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
+    out["layernorm dx"], out["dgamma"], out["dbeta"] = fast.layernorm_fast_backward(f32(2, 3, 4), cache)
+    y, cache = fast.dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
     out["dropout"], out["dropout mask"] = y, cache
-    out["dropout dx"] = F.dropout_fast_backward(f32(2, 3, 4), cache)
-    y, cache = F.relu_dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
+    out["dropout dx"] = fast.dropout_fast_backward(f32(2, 3, 4), cache)
+    y, cache = fast.relu_dropout_fast(f32(2, 3, 4), 0.1, np.random.default_rng(0))
     out["relu+dropout"], out["relu+dropout mask"] = y, cache
-    y, cache = F.relu_dropout_fast(f32(2, 3, 4), 0.1, None, training=False)
+    y, cache = fast.relu_dropout_fast(f32(2, 3, 4), 0.1, None, training=False)
     out["relu (eval)"], out["relu mask (eval)"] = y, cache
     _, cache = F.embedding(np.array([[0, 1, 1]]), f32(4, 5))
-    out["embedding dE"] = F.embedding_backward_fast(f32(1, 3, 5), cache)
+    out["embedding dE"] = fast.embedding_backward_fast(f32(1, 3, 5), cache)
     for name, a in out.items():
         assert a.dtype == np.float32, f"{name}: float32 in gave {a.dtype} out"
 
@@ -557,7 +558,7 @@ def test_plain_attention_dropout_drops_the_weights_with_dropouts_mask_and_return
 @pytest.mark.parametrize("p", [0.25, 0.6])
 def test_fast_attention_dropout_is_the_documented_16_bit_mask_on_the_weights(p):
     q, k, v, mask = _attention_inputs(1)
-    out, weights, cache = F.scaled_dot_product_attention_fast(q, k, v, mask, dropout_p=p, rng=np.random.default_rng(8))
+    out, weights, cache = fast.scaled_dot_product_attention_fast(q, k, v, mask, dropout_p=p, rng=np.random.default_rng(8))
     _, plain_weights, _ = F.scaled_dot_product_attention(q, k, v, mask)
     assert_close(weights, plain_weights, "weights (before dropout)")
     scale = _documented_scale(8, weights.shape, p)
@@ -568,7 +569,7 @@ def test_fast_attention_dropout_is_the_documented_16_bit_mask_on_the_weights(p):
     dscores = F.softmax_backward(ddropped * scale, (weights, -1))
     expected = (dscores @ k / np.sqrt(3), dscores.swapaxes(-1, -2) @ q / np.sqrt(3),
                 (weights * scale).swapaxes(-1, -2) @ dout)
-    for name, got, want in zip("qkv", F.scaled_dot_product_attention_fast_backward(dout, cache), expected):
+    for name, got, want in zip("qkv", fast.scaled_dot_product_attention_fast_backward(dout, cache), expected):
         assert_close(got, want, f"d{name}")
 
 
@@ -576,9 +577,9 @@ def test_fast_attention_dropout_is_the_documented_16_bit_mask_on_the_weights(p):
 def test_attention_with_dropout_matches_numerical_gradients(which):
     """The mask is fixed by drawing it from the same seed at every call: then attention is smooth in q, k, v."""
     q, k, v, mask = _attention_inputs(3)
-    attend = F.scaled_dot_product_attention if which == "plain" else F.scaled_dot_product_attention_fast
+    attend = F.scaled_dot_product_attention if which == "plain" else fast.scaled_dot_product_attention_fast
     backward = (F.scaled_dot_product_attention_backward if which == "plain"
-                else F.scaled_dot_product_attention_fast_backward)
+                else fast.scaled_dot_product_attention_fast_backward)
 
     def forward(q, k, v):
         return attend(q, k, v, mask, dropout_p=0.4, rng=np.random.default_rng(5))
@@ -591,9 +592,9 @@ def test_attention_with_dropout_matches_numerical_gradients(which):
 
 def test_attention_dropout_in_the_layers_and_models():
     x = np.random.default_rng(0).standard_normal((2, 5, 8))
-    for fast in (True, False):
+    for use_fast in (True, False):
         mha = MultiHeadAttention(8, 2, attention_dropout=0.3, rng=np.random.default_rng(1), dtype=np.float64)
-        mha.use_fast_paths(fast)
+        mha.use_fast_paths(use_fast)
         y_train = mha(x)
         check = MultiHeadAttention(8, 2, rng=np.random.default_rng(1), dtype=np.float64)
         assert not np.allclose(y_train, check(x)), "training: some weights dropped"

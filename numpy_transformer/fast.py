@@ -1,0 +1,446 @@
+r"""Fast twins of the formulas in `functional.py`: the same numbers, fewer passes over memory.
+
+Read `functional.py` first; every function here computes what its plain twin
+there computes (up to float rounding) and says how it differs. The modules of
+`nn.py` call these by default; ``module.use_fast_paths(False)`` switches a
+model back to the plain versions, and `tests/test_fast_paths.py` checks every
+twin against its plain version in float64, masks included.
+
+The shape legend is the one declared at the top of `functional.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module
+from .functional import (MASK_FILL, _check_attention_inputs, _check_float, _dropout_is_active,
+                         _unbroadcast)
+from .parallel import for_each_slice
+
+# How the twins save time:
+#
+# A training step spends most of its time in BLAS matrix products, and the
+# plain versions already use BLAS for every one of them. The rest of the time
+# goes to element-wise passes over big arrays, where every ``a - b`` allocates
+# a third array, reads two and writes one. The twins save such passes with a
+# few tricks, each explained where it is used:
+#
+# * in-place ufuncs (``w -= m``, ``xp.exp(w, out=w)``), only ever on arrays the
+#   function itself just created, never on an argument (see the top of `functional.py`);
+# * one (..., Tq, Tk) buffer that holds the scores and then, in place, the weights;
+# * ``einsum`` for a sum of products along one axis: a reduction that writes no
+#   temporary array. (Matrix products stay with BLAS.)
+# * cheaper random bits for dropout, and ReLU + dropout as one mask;
+# * every core: work whose rows are independent (the sequences of attention,
+#   the rows of LayerNorm, the elements of a dropout mask) is cut into slices
+#   that run at the same time on Python threads (`parallel.for_each_slice`;
+#   NumPy releases the interpreter lock inside its loops and BLAS calls).
+#
+# Subtracting the row maximum before ``exp`` (see `softmax`) only protects exp
+# from overflowing: softmax is shift-invariant. Cauchy-Schwarz bounds every
+# score, |q_i . k_j| <= |q_i| |k_j|. If that bound is below 64, exp(score) lies
+# between e^-64 and e^64, far from float32's overflow (e^88.7) and from its
+# smallest normal number (e^-87): the shift can be skipped, and with it two
+# passes over the (..., Tq, Tk) scores. Above the bound we shift as usual.
+_NO_SHIFT_BOUND = 64.0
+
+
+def _masked_softmax_inplace(scores, mask, shift):
+    """Turn ``scores`` (..., Tq, Tk) into the attention weights in place, as the plain version computes them.
+
+    ``shift``: subtract the row maximum first (needed unless the scores are
+    known to be small, see ``_NO_SHIFT_BOUND``). Returns the same array.
+    """
+    xp = get_array_module(scores)
+    if mask is not None:
+        xp.copyto(scores, MASK_FILL, where=~mask)              # scores = where(mask, scores, MASK_FILL), in place
+    if shift:
+        scores -= scores.max(axis=-1, keepdims=True)           # (..., Tq, Tk) - (..., Tq, 1)
+    xp.exp(scores, out=scores)
+    row_sum = scores.sum(axis=-1, keepdims=True)               # (..., Tq, 1); 0 only for a fully masked row
+    inv_sum = 1.0 / xp.maximum(row_sum, float(np.finfo(scores.dtype).tiny))   # (the maximum avoids 1/0 there)
+    if mask is not None:
+        inv_sum *= mask.any(axis=-1, keepdims=True)            # rows with nothing to attend to: weights 0
+    scores *= inv_sum                                          # rows sum to 1 (or are all 0)
+    return scores
+
+
+def _softmax_backward_inplace(dweights, weights, row_dot):
+    """dscores = weights * (dweights - row_dot), written into ``dweights``; row_dot (..., Tq, 1) = sum_k dW W."""
+    dweights -= row_dot
+    dweights *= weights
+    return dweights
+
+
+def _batch_rows(q, k, v):
+    """How many leading rows attention can be cut into: the first batch axis, if q, k, v share it.
+
+    When the leading axes broadcast (a k shared by every sequence, say), the
+    sequences are not independent slices of the inputs: then there is one
+    slice, the whole. Returns (n_rows, lead): lead = the scores' leading shape.
+    """
+    lead = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    same = q.shape[:-2] == k.shape[:-2] == v.shape[:-2]
+    return (lead[0] if lead and same else 1), lead
+
+
+def _rows_of(a, rows, ndim):
+    """``a[rows]`` if ``a`` has the full ``ndim`` and its own first axis, else ``a`` (it broadcasts there)."""
+    if a is None or a.ndim < ndim or a.shape[0] == 1 or rows == slice(None):
+        return a
+    return a[rows]
+
+
+def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.0, rng=None, training=True):
+    r"""`scaled_dot_product_attention` with one (..., Tq, Tk) buffer instead of seven, on every core.
+
+    Same arguments and results as the plain version, and one more: ``out``,
+    an array of the result's shape to write the result into. Multi-head
+    attention passes the heads' columns of the merged (B, T, D) array (a
+    view), so that merging the heads costs no copy. The plain version
+    allocates the product q k^T, the scaled scores, a masked copy, the
+    shifted scores, their exponentials, the weights and the zeroed weights:
+    seven arrays of (..., Tq, Tk), the largest in the model. Here there is one:
+
+    1. ``q`` is scaled instead of the scores: :math:`(Q/\sqrt{d_k})K^\top =
+       (QK^\top)/\sqrt{d_k}`, and (..., Tq, Dh) is Tk/Dh times smaller than
+       (..., Tq, Tk). And :math:`K^\top` is copied into its own array first:
+       OpenBLAS runs these small products with a transposed second operand
+       several times slower than with a plain one (measured 5x with 2
+       threads at Tk=128, Dh=32), and the copy is small.
+    2. Masked scores are overwritten in place with ``copyto(..., where=~mask)``:
+       the same ``MASK_FILL`` as the plain ``np.where``, without its copy.
+    3. Softmax in place: (subtract the row maximum,) exponentiate, multiply by
+       1 / row sum. The row maximum is skipped when Cauchy-Schwarz shows that
+       no score can make ``exp`` overflow (see ``_NO_SHIFT_BOUND``).
+    4. A query with no key to attend to gets zero weights by zeroing its
+       1 / row sum, a (..., Tq, 1) array, instead of a pass over all weights.
+    5. Every sequence of the batch is independent of the others, so the
+       sequences are cut into one slice per CPU core and the slices run at
+       the same time (`parallel.for_each_slice`), each writing its part of the
+       preallocated weights and output. On 2 cores this halves the time of
+       the many small per-head products, which BLAS alone cannot spread.
+    6. Attention dropout (``dropout_p > 0`` in training) draws its bits as
+       `dropout_fast` does, all of them before the slices start (so the mask
+       does not depend on how the rows are cut), and keeps the scaled mask;
+       ``weights`` stays the undropped softmax, as in the plain version.
+
+    The cache keeps the scaled ``q`` (backward needs it in that form) and
+    ``out`` (small: (..., Tq, Dv)), which saves backward a pass over the
+    weights (see `scaled_dot_product_attention_fast_backward`).
+    Returns: out (..., Tq, Dv); weights (..., Tq, Tk); cache.
+    """
+    _check_attention_inputs(q, k, v, mask)
+    xp = get_array_module(q, k, v)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    n_rows, lead = _batch_rows(q, k, v)
+    Tq, Tk, dtype = q.shape[-2], k.shape[-2], np.result_type(q.dtype, k.dtype, v.dtype)
+    ndim = len(lead) + 2
+    # |score| <= max_i |q_i| * max_j |k_j| * scale: two squared norms per row, small (..., T) arrays
+    bound_squared = (float(xp.einsum("...d,...d->...", q, q).max()) * scale ** 2
+                     * float(xp.einsum("...d,...d->...", k, k).max()))
+    shift = not bound_squared < _NO_SHIFT_BOUND ** 2
+    q_scaled = xp.empty(q.shape, dtype=q.dtype)                          # (..., Tq, Dh)
+    weights = xp.empty(lead + (Tq, Tk), dtype=dtype)                     # (..., Tq, Tk): scores, then weights
+    if out is None:
+        out = xp.empty(lead + (Tq, v.shape[-1]), dtype=dtype)            # (..., Tq, Dv)
+    drop_scale = None
+    if _dropout_is_active(q, dropout_p, rng, training):                  # see 6. above
+        threshold = _bits_threshold(dropout_p)
+        bits = xp.asarray(_random_uint16(rng, math.prod(weights.shape)).reshape(weights.shape))
+        inv_keep = _inverse_keep(threshold, dtype)
+        drop_scale = xp.empty(weights.shape, dtype=dtype)                # (..., Tq, Tk): m / (1 - p)
+
+    def attend(rows):           # the sequences in ``rows``, a slice of the first axis
+        rows = rows if n_rows > 1 else slice(None)                      # one slice: everything, broadcasting
+        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q, k, v))
+        w_s = weights[rows]
+        xp.multiply(q_s, scale, out=q_scaled[rows])                     # (..., Tq, Dh)
+        k_transposed = xp.ascontiguousarray(k_s.swapaxes(-1, -2))       # (..., Dh, Tk), see 1. above
+        xp.matmul(_rows_of(q_scaled, rows, ndim), k_transposed, out=w_s)  # (..., Tq, Dh) @ (..., Dh, Tk): scores
+        _masked_softmax_inplace(w_s, _rows_of(mask, rows, ndim), shift)
+        if drop_scale is not None:
+            xp.multiply(bits[rows] >= threshold, inv_keep, out=drop_scale[rows])
+            w_s = w_s * drop_scale[rows]                                   # the dropped weights, this slice only
+        xp.matmul(w_s, v_s, out=out[rows])                                 # (..., Tq, Tk) @ (..., Tk, Dv)
+
+    for_each_slice(attend, n_rows, elements_per_row=math.prod(weights.shape[1:]), parallel=xp is np)
+    return out, weights, (q_scaled, k, v, weights, out, scale, drop_scale)
+
+
+def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
+    r"""Gradients of `scaled_dot_product_attention_fast`: the plain backward's maths, one shortcut.
+
+    The softmax backward needs, for every query, :math:`\sum_k dW_k W_k`, a
+    sum over the Tk keys. Because :math:`dW_k = dO \cdot v_k` and
+    :math:`O = \sum_k W_k v_k`,
+
+    .. math:: \textstyle\sum_k dW_k\, W_k = \sum_k (dO \cdot v_k)\, W_k = dO \cdot \sum_k W_k v_k = dO \cdot O,
+
+    a sum over the Dv features of two small arrays instead of a product of
+    two (..., Tq, Tk) ones (FlashAttention computes it the same way), as an
+    ``einsum`` reduction that writes no temporary array. ``dweights`` then
+    becomes ``dscores`` in place. With attention dropout (mask :math:`S`,
+    :math:`O = (W \odot S) V`) the same holds: :math:`dW = dD \odot S` for
+    the gradient :math:`dD` of the dropped weights, so
+    :math:`\sum_k dW_k W_k = \sum_k dD_k (W \odot S)_k = dO \cdot O`.
+    As in the forward pass, the sequences of the batch are cut into slices
+    that run on all cores at once; each slice has its own small ``dweights``
+    buffer.
+
+    ``out``: None, or three arrays (dq, dk, dv) of the shapes of q, k and v to
+    write the gradients into (multi-head attention passes the q, k and v
+    slots of one (B, T, 3D) gradient, so that nothing is copied there).
+    Returns (dq, dk, dv).
+    """
+    q_scaled, k, v, weights, o, scale, drop_scale = cache
+    xp = get_array_module(dout)
+    if out is None:
+        out = (None, None, None)
+    elif (len({q_scaled.shape[:-2], k.shape[:-2], v.shape[:-2]}) != 1
+          or tuple(getattr(a, "shape", None) for a in out) != (q_scaled.shape, k.shape, v.shape)):
+        raise ValueError(f"out: expected three arrays shaped like q, k, v {(q_scaled.shape, k.shape, v.shape)}, which "
+                         f"must not broadcast, got {tuple(getattr(a, 'shape', None) for a in out)}")
+    n_rows, lead = _batch_rows(q_scaled, k, v)
+    ndim = len(lead) + 2
+    # Gradients of the scores' leading shape; summed back to q's, k's, v's shapes at the end if they broadcast.
+    dq, dk, dv = (o_ if o_ is not None else xp.empty(lead + a.shape[-2:], dtype=dout.dtype)
+                  for o_, a in zip(out, (q_scaled, k, v)))
+
+    def backward_rows(rows):
+        rows = rows if n_rows > 1 else slice(None)
+        dout_s, o_s, w_s = dout[rows], o[rows], weights[rows]
+        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q_scaled, k, v))
+        # in the forward pass this was: out = weights @ v (the dropped weights, with attention dropout)
+        v_transposed = xp.ascontiguousarray(v_s.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as k^T in forward
+        dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+        dropped = w_s if drop_scale is None else w_s * drop_scale[rows]   # what multiplied v in forward
+        xp.matmul(dropped.swapaxes(-1, -2), dout_s, out=dv[rows])  # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
+        if drop_scale is not None:
+            dweights *= drop_scale[rows]                           # back through the dropout mask
+        # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
+        row_dot = xp.einsum("...d,...d->...", dout_s, o_s)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
+        dscores = _softmax_backward_inplace(dweights, w_s, row_dot)
+        # in the forward pass this was: scores = q_scaled @ k^T, q_scaled = q * scale
+        dq_s = xp.matmul(dscores, k_s, out=dq[rows])               # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
+        dq_s *= scale
+        xp.matmul(dscores.swapaxes(-1, -2), q_s, out=dk[rows])     # (..., Tk, Tq) @ (..., Tq, Dh) -> (..., Tk, Dh)
+
+    for_each_slice(backward_rows, n_rows, elements_per_row=math.prod(weights.shape[1:]), parallel=xp is np)
+    return _unbroadcast(dq, q_scaled.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+
+
+def layernorm_fast(x, gamma, beta, eps=1e-5):
+    r"""`layernorm` in fewer passes; the same cache, so either backward can follow it.
+
+    The centred ``x - mean`` is turned into ``xhat`` in place; the means are
+    matrix-vector products with the vector [1/D, ..., 1/D] (one BLAS call,
+    several times faster than NumPy's reduction along short rows); and the
+    variance is a row-wise dot product, ``einsum("nd,nd->n")``, which sums
+    the squares without first writing them to an (N, D) array. Every row is
+    normalised on its own, so the rows are cut into slices that run on all
+    cores (`parallel.for_each_slice`).
+
+    Args: x (..., D); gamma, beta (D,).  Returns: y (..., D); cache = (xhat, rstd, gamma).
+    """
+    _check_float("x", x)
+    D = x.shape[-1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p.shape != (D,):
+            raise ValueError(f"{name}: expected shape ({D},), got {tuple(p.shape)}")
+    y, xhat, rstd = _layernorm_rows_fast(x.reshape(-1, D), gamma, beta, eps)   # (N, D), (N, D), (N, 1)
+    lead = x.shape[:-1]
+    return y.reshape(x.shape), (xhat.reshape(x.shape), rstd.reshape(*lead, 1), gamma)
+
+
+def layernorm_fast_backward(dy, cache):
+    r"""`layernorm_backward` in fewer passes: the same formula for ``dx``, built in place.
+
+    ``dgamma`` and the row means of ``dxhat * xhat`` are ``einsum``
+    reductions (no (N, D) temporary); the other sums are matrix-vector
+    products, as in `layernorm_fast`. ``dx`` is computed on row slices in
+    parallel; ``dgamma`` and ``dbeta`` sum over all rows, so they are
+    computed whole (the same sums however many cores). Returns (dx, dgamma, dbeta).
+    """
+    xhat, rstd, gamma = cache
+    xp = get_array_module(dy)
+    D = xhat.shape[-1]
+    dy2, xhat2, rstd2 = dy.reshape(-1, D), xhat.reshape(-1, D), rstd.reshape(-1, 1)   # (N, D), (N, D), (N, 1)
+    # in the forward pass this was: y = xhat * gamma + beta
+    dgamma = xp.einsum("nd,nd->d", dy2, xhat2)                   # (D,) = sum over rows of dy * xhat
+    dbeta = xp.ones(dy2.shape[0], dtype=dy.dtype) @ dy2          # (D,) = sum over rows of dy
+    dx = xp.empty(dy2.shape, dtype=dy.dtype)                     # (N, D)
+    average = xp.full((D,), 1.0 / D, dtype=dy.dtype)
+
+    def rows(s):
+        dx_s, xhat_s = dx[s], xhat2[s]
+        xp.multiply(dy2[s], gamma, out=dx_s)                     # dxhat, made dx in place below
+        # in the forward pass this was: xhat = (x - mean) * rstd
+        mean_dxhat_xhat = xp.einsum("nd,nd->n", dx_s, xhat_s)[:, None] * (1.0 / D)   # (n, 1)
+        dx_s -= (dx_s @ average)[:, None]                        # dxhat - mean(dxhat)
+        dx_s -= xhat_s * mean_dxhat_xhat
+        dx_s *= rstd2[s]
+
+    for_each_slice(rows, dx.shape[0], elements_per_row=D, parallel=xp is np)
+    return dx.reshape(dy.shape), dgamma, dbeta
+
+
+def _random_uint16(rng, n):
+    """``n`` uniform 16-bit integers from ``rng``'s bit generator: four from each raw 64-bit draw.
+
+    ``random_raw`` hands out the generator's own 64-bit outputs with no
+    conversion at all, the cheapest random numbers NumPy makes. They are
+    split by viewing them as uint16, so the result depends on the machine's
+    byte order (every usual CPU is little-endian).
+    """
+    return rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n]     # (n,) uint16, on the CPU
+
+
+def _bits_threshold(p):
+    """The 16-bit threshold of the fast dropouts: P(bits < threshold) = p, p quantised to a multiple of 1/65536."""
+    return min(round(p * 65536), 65535)
+
+
+def _inverse_keep(threshold, dtype):
+    """1 / (1 - p) for the quantised p, as a scalar of ``dtype`` (a float32 for float32 arrays: no upcast)."""
+    return np.dtype(dtype).type(1.0 / (1.0 - threshold / 65536))
+
+
+def _kept_and_scaled(x, bits, threshold, relu):
+    """y = x * scale and scale = keep / (1 - p), with keep = (bits >= threshold) [and x > 0], over row slices.
+
+    ``bits`` None: no dropout, keep = (x > 0) (``relu`` must be True).
+    The work after drawing the bits is element-wise, so the rows of ``x`` are
+    cut into slices that run on all cores (`parallel.for_each_slice`); the
+    bits were drawn before, in one call, so the mask does not depend on how
+    the rows are cut. Returns (y, scale), two new arrays shaped like ``x``.
+    """
+    xp = get_array_module(x)
+    inv_keep = _inverse_keep(threshold, x.dtype)
+    if bits is not None:
+        bits = xp.asarray(bits.reshape(x.shape))                       # (...) uint16; to the GPU there
+    scale = xp.empty(x.shape, dtype=x.dtype)
+    y = xp.empty(x.shape, dtype=x.dtype)
+
+    def rows(s):
+        s = s if x.ndim else ...                                         # a 0-d x has no rows to slice
+        if bits is None:                                                 # ReLU alone
+            keep = x[s] > 0
+        else:
+            keep = bits[s] >= threshold                                  # bool, True = keep
+            if relu:
+                keep &= x[s] > 0                                         # ReLU: a negative input is "dropped" too
+        xp.multiply(keep, inv_keep, out=scale[s])                        # m / (1 - p), p quantised
+        xp.multiply(x[s], scale[s], out=y[s])
+
+    for_each_slice(rows, x.shape[0] if x.ndim else 1, elements_per_row=math.prod(x.shape[1:]), parallel=xp is np)
+    return y, scale
+
+
+def dropout_fast(x, p, rng, training=True):
+    r"""`dropout` with cheaper random bits (16 per element instead of a float32), on all cores.
+
+    Drawing one float32 in [0, 1) per element costs more than all the rest
+    of dropout. Here each element gets 16 raw random bits from ``rng`` and is
+    kept when they are at least ``round(p * 65536)``. So ``p`` is quantised to
+    a multiple of 1/65536 (0.1 becomes 6554/65536 = 0.100006); the scale uses
+    the same quantised ``p``, so the expectation of ``y`` is still exactly ``x``.
+    The element-wise rest runs on row slices in parallel (`_kept_and_scaled`).
+
+    The mask still comes from ``rng`` only, on the CPU: the same seed gives the
+    same bits. They are different bits from `dropout`'s for the same seed.
+    The cache is the same as `dropout`'s (the scaled mask), so either
+    backward (`dropout_backward`, `dropout_fast_backward`) can follow.
+
+    Args and returns as `dropout`.
+    """
+    if not _dropout_is_active(x, p, rng, training):
+        return x, None
+    threshold = _bits_threshold(p)
+    bits = _random_uint16(rng, math.prod(x.shape))           # (n,) uint16, on the CPU
+    return _kept_and_scaled(x, bits, threshold, relu=False)
+
+
+def dropout_fast_backward(dy, cache):
+    """`dropout_backward` on row slices in parallel: dx = dy * scale, a new array."""
+    scale = cache
+    if scale is None:
+        return dy.copy()
+    xp = get_array_module(dy)
+    dx = xp.empty(dy.shape, dtype=np.result_type(dy.dtype, scale.dtype))
+
+    def rows(s):
+        s = s if dy.ndim else ...
+        xp.multiply(dy[s], scale[s], out=dx[s])
+
+    for_each_slice(rows, dy.shape[0] if dy.ndim else 1, elements_per_row=math.prod(dy.shape[1:]), parallel=xp is np)
+    return dx
+
+
+def relu_dropout_fast(x, p, rng, training=True):
+    r"""ReLU followed by dropout, as one pass: :math:`y = \max(0, x) \odot m / (1-p)`.
+
+    Both are a multiplication by a mask: ReLU keeps the elements with
+    :math:`x > 0`, dropout the ones whose random bits say so. Since
+    :math:`\max(0, x) = x \cdot [x > 0]`,
+
+    .. math:: y = x \odot \big([x > 0] \wedge m\big) / (1-p),
+
+    one combined mask, one multiplication, and one cached array instead of
+    two. Backward is a single multiplication too, because the chain rule
+    through both steps multiplies ``dy`` by the same combined mask:
+    ``dx = dy * scale`` (`dropout_fast_backward`). The feed-forward network
+    uses it for ``drop(relu(x W_1 + b_1))``.
+
+    With dropout off (``training=False`` or ``p = 0``) it is ReLU alone, in the
+    same form (the mask is [x > 0]). Random bits as `dropout_fast`.
+    Args as `dropout`. Returns: y (...); cache = the combined scaled mask.
+    """
+    if not _dropout_is_active(x, p, rng, training):
+        return _kept_and_scaled(x, None, 0, relu=True)      # ReLU alone: scale = [x > 0]
+    threshold = _bits_threshold(p)
+    bits = _random_uint16(rng, math.prod(x.shape))
+    return _kept_and_scaled(x, bits, threshold, relu=True)
+
+
+def _layernorm_rows_fast(x2, gamma, beta, eps):
+    """The rows of layernorm_fast's forward: (y, xhat, rstd) for (N, D) rows ``x2``."""
+    xp = get_array_module(x2)
+    N, D = x2.shape
+    average = xp.full((D,), 1.0 / D, dtype=x2.dtype)            # (D,): x2 @ average = the row means
+    xhat, y = xp.empty((N, D), dtype=x2.dtype), xp.empty((N, D), dtype=x2.dtype)
+    rstd = xp.empty((N, 1), dtype=x2.dtype)
+
+    def rows(s):
+        xhat_s = xhat[s]
+        xp.subtract(x2[s], (x2[s] @ average)[:, None], out=xhat_s)   # x - mean, made xhat in place below
+        var = xp.einsum("nd,nd->n", xhat_s, xhat_s)[:, None] * (1.0 / D)   # (n, 1), biased like the paper
+        xp.divide(1.0, xp.sqrt(var + eps), out=rstd[s])
+        xhat_s *= rstd[s]
+        xp.multiply(xhat_s, gamma, out=y[s])
+        y[s] += beta
+
+    for_each_slice(rows, N, elements_per_row=D, parallel=xp is np)
+    return y, xhat, rstd
+
+
+def embedding_backward_fast(dy, cache):
+    r"""`embedding_backward` as one ``bincount`` instead of ``add.at``.
+
+    ``add.at`` must handle an id that repeats, so it adds one row of D numbers
+    at a time: thousands of small steps. Here every number gets its own
+    index into the flattened (V * D) table, ``ids[n] * D + d``, and one
+    ``bincount(index, weights=dy)`` call sums all equal indices at once,
+    whatever the ids. ``bincount`` adds in float64, so the sum is at least
+    as accurate as ``add.at``'s; the result is cast back to ``dy``'s dtype.
+
+    Args and returns as `embedding_backward`: dE (V, D).
+    """
+    ids, (V, D) = cache
+    xp = get_array_module(dy)
+    index = ids.reshape(-1, 1) * D + xp.arange(D)                        # (N, D): row ids[n], column d
+    dE = xp.bincount(index.reshape(-1), weights=dy.reshape(-1), minlength=V * D)   # (V * D,) float64
+    return dE.reshape(V, D).astype(dy.dtype, copy=False)
