@@ -24,6 +24,9 @@ import numpy as np
 
 DEFAULT_RUN_DIR = Path("runs")
 
+# Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
+CHAPTER_COMMANDS: tuple[str, ...] = ()
+
 
 class UserError(Exception):
     """A problem with what the user asked for; printed as one line, exit status 2."""
@@ -388,6 +391,12 @@ def build_parser():
     p.add_argument("--out", default="figures")
     p.add_argument("--quick", action="store_true", help="tiny model, for tests")
     p.set_defaults(func=cmd_figures)
+
+    # The article's other chapters keep their commands in their own modules
+    # (numpy_transformer/commands/<chapter>.py), each with ``register(sub)``.
+    import importlib
+    for name in CHAPTER_COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).register(sub)
     return parser
 
 
