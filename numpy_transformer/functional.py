@@ -682,3 +682,177 @@ def distillation_loss_backward(dloss, cache):
     logp_s, p_t, temperature, n, shape = cache
     xp = get_array_module(logp_s)
     return ((xp.exp(logp_s) - p_t) * (dloss * temperature / n)).reshape(shape)
+
+
+# --------------------------------------------------------------------------- #
+# Compression (seed §2.1): head gates, int8 and binary quantization
+# --------------------------------------------------------------------------- #
+
+def head_gate(heads, gate):
+    r"""Multiply each head's output by its gate :math:`\xi_h` (Michel, Levy & Neubig 2019).
+
+    .. math:: \mathrm{out}_{b,h,t,:} = \xi_h \cdot \mathrm{head}_{b,h,t,:}
+
+    With every :math:`\xi_h = 1` the layer is unchanged; the gradient
+    :math:`\partial L / \partial \xi_h` then says how much the loss would move if
+    head ``h`` were turned down, and its size averaged over data is the head's
+    *importance*. Setting :math:`\xi_h = 0` is pruning the head.
+
+    Args: heads (B, H, T, Dh); gate (H,). Returns: out (B, H, T, Dh); cache.
+    """
+    _check_float("heads", heads)
+    _check_float("gate", gate)
+    if heads.ndim != 4 or gate.shape != (heads.shape[1],):
+        raise ValueError(f"gate: expected shape ({heads.shape[1] if heads.ndim == 4 else 'H'},) for heads of shape "
+                         f"(B, H, T, Dh), got gate {tuple(gate.shape)} and heads {tuple(heads.shape)}")
+    out = heads * gate[:, None, None]                        # (B, H, T, Dh) * (H, 1, 1)
+    return out, (heads, gate)
+
+
+def head_gate_backward(dout, cache):
+    r""":math:`d\mathrm{head} = \xi_h\, d\mathrm{out}`, :math:`d\xi_h = \sum_{b,t,d} d\mathrm{out}_{b,h,t,d}\, \mathrm{head}_{b,h,t,d}`.
+
+    Returns (dheads (B, H, T, Dh), dgate (H,)).
+    """
+    heads, gate = cache
+    # in the forward pass this was: out = heads * gate[:, None, None]
+    dheads = dout * gate[:, None, None]
+    dgate = (dout * heads).sum(axis=(0, 2, 3))               # (B, H, T, Dh) -> (H,)
+    return dheads, dgate
+
+
+INT8_MAX = 127   # symmetric int8: [-127, 127]; -128 is left out so that q and -q both fit
+
+
+def _channel_axes(w):
+    """A weight stored (D_in, D_out), as `linear` reads it, has its output channels on the last axis."""
+    return tuple(range(w.ndim - 1))
+
+
+def int8_scale(w):
+    r"""Symmetric per-output-channel scale :math:`s_j = \max_i |w_{ij}| / 127` (errata E9: the scale is the point).
+
+    ``w`` (..., D_out): one scale per column, the largest magnitude of the
+    column mapped to 127. A column of zeros gets scale 1 (any scale stores it
+    exactly) rather than a division by zero. Returns s (D_out,), w's dtype.
+    """
+    _check_float("w", w)
+    xp = get_array_module(w)
+    s = xp.abs(w).max(axis=_channel_axes(w)) / INT8_MAX        # (D_out,)
+    return xp.where(s > 0, s, 1.0).astype(w.dtype)
+
+
+def quantize_int8(w, scale=None):
+    r"""Weights to int8 with a per-output-channel scale: :math:`q = \mathrm{clip}(\mathrm{round}(w / s), -127, 127)`.
+
+    ``scale`` (D_out,) defaults to `int8_scale` (max|w| per column / 127), with
+    which nothing is clipped; a given smaller scale clips the large weights.
+    Rounding is to the nearest integer (half to even), not truncation: the
+    error per weight is then at most s/2. Returns (q (..., D_out) int8, scale (D_out,)).
+    """
+    _check_float("w", w)
+    xp = get_array_module(w)
+    s = int8_scale(w) if scale is None else scale
+    _check_float("scale", s)
+    _check_last_dim("scale", s, w.shape[-1])
+    q = xp.clip(xp.rint(w / s), -INT8_MAX, INT8_MAX).astype(xp.int8)   # (..., D_out)
+    return q, s
+
+
+def dequantize_int8(q, scale):
+    r""":math:`\hat w = s \cdot q`: int8 (..., D_out) and scale (D_out,) back to floats in the scale's dtype."""
+    _check_int("q", q)
+    _check_float("scale", scale)
+    _check_last_dim("scale", scale, q.shape[-1])
+    return q.astype(scale.dtype) * scale                      # (..., D_out) * (D_out,)
+
+
+def fake_quantize_int8(w, scale=None):
+    r"""Quantise and dequantise in one step, for quantization-aware training: :math:`\hat w = s \cdot q(w)`.
+
+    Training sees the rounded weights :math:`\hat w` in forward, so it learns
+    weights that survive int8. Round has derivative 0 almost everywhere, so
+    backward uses the *straight-through estimator* (Bengio et al. 2013):
+    it pretends :math:`\hat w = \mathrm{clip}(w, -127 s, 127 s)`, whose
+    derivative is 1 inside the range and 0 where the weight was clipped. The
+    scale is held constant in backward. With the default scale nothing is
+    clipped and the gradient passes unchanged.
+
+    Returns: w_hat (w's shape and dtype); cache.
+    """
+    q, s = quantize_int8(w, scale)
+    w_hat = dequantize_int8(q, s)
+    inside = get_array_module(w).abs(w) <= INT8_MAX * s      # (..., D_out): where the surrogate has slope 1
+    return w_hat, inside
+
+
+def fake_quantize_int8_backward(dw_hat, cache):
+    r"""Straight-through: :math:`dw = d\hat w \cdot [\,|w| \le 127 s\,]` (a surrogate, not round's true derivative 0)."""
+    inside = cache
+    return dw_hat * inside
+
+
+def binarize(w):
+    r"""One bit per weight: :math:`\hat w = \alpha_j\,\mathrm{sign}(w_{ij})`, :math:`\alpha_j = \frac1n \sum_i |w_{ij}|`.
+
+    BinaryConnect (Courbariaux et al. 2015) with XNOR-Net's per-output-channel
+    scale (Rastegari et al. 2016): the mean magnitude is the scale that
+    minimises :math:`\|w - \alpha\,\mathrm{sign}(w)\|^2`. Errata E9: the seed
+    says binary quantization "turns floats into a binary representation", but
+    every float already is binary; what is meant is *one bit per weight*, plus
+    the scale. sign(0) is taken as +1, so that every weight is one of two values.
+
+    Args: w (..., D_out). Returns: w_hat (same shape); cache.
+    """
+    _check_float("w", w)
+    xp = get_array_module(w)
+    sign = xp.where(w >= 0, 1.0, -1.0).astype(w.dtype)       # (..., D_out), +1 or -1
+    n = w.size // w.shape[-1]
+    alpha = xp.abs(w).sum(axis=_channel_axes(w)) / n         # (D_out,)
+    return alpha * sign, (w, sign, alpha, n)
+
+
+def binarize_backward(dw_hat, cache):
+    r"""Straight-through estimator for :math:`\hat w = \alpha(w)\,\mathrm{sign}(w)`.
+
+    sign has derivative 0 almost everywhere, so the true gradient would stop
+    learning. The surrogate (BinaryConnect's "hard tanh" STE) replaces
+    :math:`\mathrm{sign}'(w)` by :math:`1_{|w| \le 1}`; the scale
+    :math:`\alpha_j` is differentiated exactly (:math:`\partial\alpha_j / \partial w_{ij} = \mathrm{sign}(w_{ij}) / n`):
+
+    .. math:: dw_{ij} = \alpha_j\, d\hat w_{ij}\, 1_{|w_{ij}| \le 1}
+              + \frac{\mathrm{sign}(w_{ij})}{n} \sum_k d\hat w_{kj}\,\mathrm{sign}(w_{kj})
+
+    This is the derivative of :math:`\alpha(w)\,\mathrm{sign}(w_0) + \alpha(w_0)\,\mathrm{clip}(w, -1, 1)` at
+    :math:`w = w_0`, which is how the tests check it. It is a choice, not the
+    gradient of the forward: it only tells the float "shadow" weights which
+    way to move.
+    """
+    w, sign, alpha, n = cache
+    # in the forward pass this was: w_hat = alpha * sign(w), alpha = mean_i |w_ij|
+    dsign = dw_hat * alpha * (get_array_module(w).abs(w) <= 1.0)          # sign'(w) ~ 1 on |w| <= 1 (the surrogate)
+    dalpha = (dw_hat * sign).sum(axis=_channel_axes(w))                    # (D_out,)
+    return dsign + sign * (dalpha / n)
+
+
+def int8_linear(x, q, w_scale, b=None):
+    r"""An int8 matrix product, as integer hardware runs it: :math:`y \approx s_x s_w (q_x q_w) + b`.
+
+    1. Quantise the activations with one *dynamic* per-tensor scale
+       :math:`s_x = \max|x| / 127` (computed for this input, at run time).
+    2. Multiply int8 by int8 and accumulate in int32: a sum of D_in products
+       of at most 127·127 each fits easily (D_in < 133,000).
+    3. Rescale the int32 sums by :math:`s_x s_{w,j}` per output column, add the bias.
+
+    Inference only (no backward). Args: x (..., D_in) float; q (D_in, D_out)
+    int8; w_scale (D_out,); b (D_out,) or None. Returns y (..., D_out) in x's dtype.
+    """
+    _check_float("x", x)
+    _check_int("q", q)
+    _check_last_dim("x", x, q.shape[0])
+    xp = get_array_module(x)
+    x_scale = float(xp.abs(x).max()) / INT8_MAX or 1.0       # a Python float: no upcast of float32
+    x_q = xp.clip(xp.rint(x / x_scale), -INT8_MAX, INT8_MAX).astype(xp.int32)   # (..., D_in) int values
+    acc = x_q @ q.astype(xp.int32)                           # (..., D_in) @ (D_in, D_out) -> (..., D_out) int32
+    y = acc.astype(x.dtype) * (w_scale.astype(x.dtype) * x_scale)
+    return y if b is None else y + b

@@ -532,17 +532,31 @@ class MultiHeadAttention(Module):
     causal mask (T, T), combined with ``&``). Returns y (B, T, D). The
     attention weights (B, H, Tq, Tk) of the last call stay in
     ``last_attention`` for plotting.
+
+    Two options for model compression (`compression.py`), both off by default:
+    ``head_dim`` (default D / H) lets a layer keep fewer heads of the same width
+    after structured pruning (then W_qkv is (D, 3·H·Dh) and W_o (H·Dh, D));
+    ``head_gates=True`` adds a parameter ``gate`` ξ (H,), starting at 1, that
+    multiplies each head's output before W_o (`functional.head_gate`);
+    :math:`|\partial L/\partial \xi_h|` is head h's importance (Michel et al. 2019).
     """
 
     def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, head_dim=None, head_gates=False):
         super().__init__()
-        _check_heads(d_model, n_heads)
+        if head_dim is None:
+            _check_heads(d_model, n_heads)
+        else:
+            _check_positive_int("d_model", d_model)
+            _check_positive_int("n_heads", n_heads)
+            _check_positive_int("head_dim", head_dim)
         if not 0.0 <= attention_dropout < 1.0:
             raise ValueError(f"attention_dropout: expected a probability in [0, 1), got {attention_dropout}")
         rng = _require_rng(rng, "MultiHeadAttention")
         D = d_model
         self.d_model, self.n_heads, self.fused_qkv = d_model, n_heads, fused_qkv
+        self.head_dim = D // n_heads if head_dim is None else head_dim
+        A = n_heads * self.head_dim                      # width of all heads together: D unless heads were pruned
         self.attention_dropout, self.rng = float(attention_dropout), rng
         std = 1.0 / math.sqrt(D)
 
@@ -550,15 +564,16 @@ class MultiHeadAttention(Module):
             return Parameter(np.zeros(n, dtype=dtype), decay=False) if bias else None
 
         if fused_qkv:
-            self.W_qkv = Parameter(_normal(rng, (D, 3 * D), std, dtype))          # (D, 3D) = [W_q | W_k | W_v]
-            self.b_qkv = bias_param(3 * D)                                          # (3D,)
+            self.W_qkv = Parameter(_normal(rng, (D, 3 * A), std, dtype))          # (D, 3D) = [W_q | W_k | W_v]
+            self.b_qkv = bias_param(3 * A)                                          # (3D,)
         else:
-            self.W_q = Parameter(_normal(rng, (D, D), std, dtype))                 # (D, D)
-            self.W_k = Parameter(_normal(rng, (D, D), std, dtype))
-            self.W_v = Parameter(_normal(rng, (D, D), std, dtype))
-            self.b_q, self.b_k, self.b_v = bias_param(D), bias_param(D), bias_param(D)
-        self.W_o = Parameter(_normal(rng, (D, D), std, dtype))                     # (D, D)
+            self.W_q = Parameter(_normal(rng, (D, A), std, dtype))                 # (D, D)
+            self.W_k = Parameter(_normal(rng, (D, A), std, dtype))
+            self.W_v = Parameter(_normal(rng, (D, A), std, dtype))
+            self.b_q, self.b_k, self.b_v = bias_param(A), bias_param(A), bias_param(A)
+        self.W_o = Parameter(_normal(rng, (A, D), std, dtype))                     # (D, D)
         self.b_o = bias_param(D)
+        self.gate = Parameter(np.ones(n_heads, dtype=dtype), decay=False) if head_gates else None   # (H,)
         self.last_attention = None
         self._cache = None
 
@@ -570,12 +585,12 @@ class MultiHeadAttention(Module):
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
         B, T, D = x.shape
-        H = self.n_heads
+        H, Dh = self.n_heads, self.head_dim
         # 1. project to queries, keys and values and split into heads
         if self.fused_qkv:
             qkv, qkv_cache = F.linear(x, self.W_qkv.data, self._data(self.b_qkv))   # (B, T, D) -> (B, T, 3D)
             # columns are [q | k | v], each [head 0 | head 1 | ...]: a reshape and a transpose (views) split them
-            q, k, v = qkv.reshape(B, T, 3, H, D // H).transpose(2, 0, 3, 1, 4)   # 3 x (B, H, T, Dh)
+            q, k, v = qkv.reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)       # 3 x (B, H, T, Dh)
             proj_cache = qkv_cache
         else:
             q, q_cache = F.linear(x, self.W_q.data, self._data(self.b_q))           # (B, T, D)
@@ -586,7 +601,7 @@ class MultiHeadAttention(Module):
         # 2. every head attends on its own, 3. the heads are concatenated again
         if self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
-            merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
+            merged = get_array_module(x).empty((B, T, H * Dh), dtype=q.dtype)        # (B, T, D)
             _, weights, attn_cache = fast.scaled_dot_product_attention_fast(
                 q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
                 training=self.training)
@@ -594,20 +609,28 @@ class MultiHeadAttention(Module):
             heads, weights, attn_cache = F.scaled_dot_product_attention(                # (B, H, T, Dh), (B, H, T, T)
                 q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training)
             merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
+        gate_cache = None
+        if self.gate is not None:       # 3b. compression: scale head h by its gate xi_h
+            gated, gate_cache = F.head_gate(F.split_heads(merged, H), self.gate.data)   # (B, H, T, Dh)
+            merged = F.merge_heads(gated)                                            # (B, T, D)
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H))
+        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H), gate_cache)
         return y
 
     def backward(self, dout):
-        proj_cache, (was_fast, attn_cache), out_cache, (B, T, H) = _forward_first(self._cache, self)
+        proj_cache, (was_fast, attn_cache), out_cache, (B, T, H), gate_cache = _forward_first(self._cache, self)
         # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
         dmerged, dW_o, db_o = F.linear_backward(dout, out_cache)                   # (B, T, D)
         self.W_o.grad += dW_o
         if self.b_o is not None:
             self.b_o.grad += db_o
         dheads = F.merge_heads_backward(dmerged, H)                               # (B, H, T, Dh)
+        if gate_cache is not None:
+            # in the forward pass this was: gated = heads * xi[:, None, None]
+            dheads, dgate = F.head_gate_backward(dheads, gate_cache)
+            self.gate.grad += dgate
         # in the forward pass this was: heads = softmax(q k^T / sqrt(Dh) + M) v
         if self.fused_qkv:
             # in the forward pass this was: q, k, v = qkv.reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)
@@ -641,6 +664,10 @@ class MultiHeadAttention(Module):
 
     def _extra_repr(self):
         extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
+        if self.head_dim * self.n_heads != self.d_model:
+            extra += f", head_dim={self.head_dim}"
+        if self.gate is not None:
+            extra += ", head_gates=True"
         return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}{extra}"
 
 

@@ -328,6 +328,36 @@ def distillation_loss(dev, dtype):
     return {"loss": loss, "dlogits": F.distillation_loss_backward(1.0, cache)}
 
 
+@functional_case(F.head_gate, F.head_gate_backward)
+def head_gate(dev, dtype):
+    out, cache = F.head_gate(dev(_host((2, 3, 4, 5), dtype, 0)), dev(_host((3,), dtype, 1)))
+    dheads, dgate = F.head_gate_backward(dev(_host((2, 3, 4, 5), dtype, 2)), cache)
+    return {"out": out, "dheads": dheads, "dgate": dgate}
+
+
+@functional_case(F.int8_scale, F.quantize_int8, F.dequantize_int8, F.fake_quantize_int8,
+                 F.fake_quantize_int8_backward)
+def int8_quantization(dev, dtype):
+    w = dev(_host((4, 3), dtype, 0))
+    q, s = F.quantize_int8(w)
+    q_clipped, _ = F.quantize_int8(w, dev(_host((3,), dtype, 1) ** 2 * 0.01))
+    w_hat, cache = F.fake_quantize_int8(w)
+    return {"scale": F.int8_scale(w), "q": q, "q clipped": q_clipped, "dequantized": F.dequantize_int8(q, s),
+            "fake": w_hat, "dw": F.fake_quantize_int8_backward(dev(_host((4, 3), dtype, 2)), cache)}
+
+
+@functional_case(F.binarize, F.binarize_backward)
+def binarize(dev, dtype):
+    w_hat, cache = F.binarize(dev(_host((4, 3), dtype, 0)))
+    return {"w_hat": w_hat, "dw": F.binarize_backward(dev(_host((4, 3), dtype, 1)), cache)}
+
+
+@functional_case(F.int8_linear)
+def int8_linear(dev, dtype):
+    q, s = F.quantize_int8(dev(_host((4, 3), dtype, 0)))
+    return {"y": F.int8_linear(dev(_host((2, 5, 4), dtype, 1)), q, s, dev(_host((3,), dtype, 2)))}
+
+
 def _numpy_copy(a):
     return np.array(a)
 

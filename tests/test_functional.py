@@ -16,6 +16,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from numpy_transformer import functional as F
+from numpy_transformer.functional import INT8_MAX
 from numpy_transformer.gradcheck import check_gradients
 
 TOL = 1e-5  # the checker's default; a wrong formula is off by 1e-2 or more
@@ -243,6 +244,53 @@ def distillation_case(lead, C, temperature, seed):
             backward, inputs, ["student_logits"])
 
 
+@gradient_case("head gates ξ_h (Michel et al. 2019)", "head_gate, head_gate_backward", B=sizes, H=sizes, T=sizes,
+               Dh=widths, seed=seeds)
+def head_gate_case(B, H, T, Dh, seed):
+    rng = np.random.default_rng(seed)
+    inputs = {"heads": rng.normal(size=(B, H, T, Dh)), "gate": rng.normal(size=H)}
+    return (lambda heads, gate: F.head_gate(heads, gate)[0],
+            lambda dy, heads, gate: dict(zip(("heads", "gate"), F.head_gate_backward(dy, F.head_gate(heads, gate)[1]))),
+            inputs, None)
+
+
+# The straight-through estimators are *not* the derivatives of their forward functions (round and
+# sign have derivative 0 almost everywhere). What the tests check is that backward is exactly the
+# derivative of the documented surrogate, evaluated at the input with the discrete part frozen.
+
+@gradient_case("int8 fake quantization, straight-through (surrogate clip(w, ±127 s))",
+               "fake_quantize_int8, fake_quantize_int8_backward", lead=shapes(1, 2), D_out=widths,
+               clip=st.booleans(), seed=seeds)
+def fake_quantize_int8_case(lead, D_out, clip, seed):
+    rng = np.random.default_rng(seed)
+    w = away_from_zero(rng, lead + (D_out,))
+    # a scale that clips: the largest weights of each column fall outside +-127 s (and none sits on the edge)
+    scale = None if not clip else np.abs(w).max(axis=tuple(range(w.ndim - 1))) / (INT8_MAX * 1.5)
+    s0 = F.int8_scale(w) if scale is None else scale
+    edge = np.abs(np.abs(w) - INT8_MAX * s0)
+    w = np.where(edge < 1e-2, w * 0.9, w)
+
+    def surrogate(w):
+        return np.clip(w, -INT8_MAX * s0, INT8_MAX * s0)           # the straight-through "forward"
+    return (surrogate, lambda dy, w: {"w": F.fake_quantize_int8_backward(dy, F.fake_quantize_int8(w, scale)[1])},
+            {"w": w}, None)
+
+
+@gradient_case("binary weights α·sign(w), straight-through (surrogate α(w)·sign(w0) + α(w0)·clip(w, ±1))",
+               "binarize, binarize_backward", lead=shapes(1, 2), D_out=widths, seed=seeds)
+def binarize_case(lead, D_out, seed):
+    rng = np.random.default_rng(seed)
+    w = away_from_zero(rng, lead + (D_out,)) * 1.2          # magnitudes in [0.06, 2.4]: both sides of |w| = 1
+    w = np.where(np.abs(np.abs(w) - 1.0) < 0.02, w * 0.9, w)   # none on the kink at |w| = 1
+    sign0 = np.sign(w)
+    alpha0 = np.abs(w).mean(axis=tuple(range(w.ndim - 1)))
+
+    def surrogate(w):
+        alpha = np.abs(w).mean(axis=tuple(range(w.ndim - 1)))
+        return alpha * sign0 + alpha0 * np.clip(w, -1.0, 1.0)
+    return (surrogate, lambda dy, w: {"w": F.binarize_backward(dy, F.binarize(w)[1])}, {"w": w}, None)
+
+
 def _given_case(formula):
     return given(**GRADIENT_CASES[formula][2])
 
@@ -310,6 +358,21 @@ def test_cross_entropy_backward_matches_numerical_gradient(**kw):
 @_given_case("distillation (T² · KL)")
 def test_distillation_backward_matches_numerical_gradient(**kw):
     assert_gradients_match(*distillation_case(**kw))
+
+
+@_given_case("head gates ξ_h (Michel et al. 2019)")
+def test_head_gate_backward_matches_numerical_gradient(**kw):
+    assert_gradients_match(*head_gate_case(**kw))
+
+
+@_given_case("int8 fake quantization, straight-through (surrogate clip(w, ±127 s))")
+def test_fake_quantize_int8_backward_is_exactly_the_straight_through_surrogate(**kw):
+    assert_gradients_match(*fake_quantize_int8_case(**kw))
+
+
+@_given_case("binary weights α·sign(w), straight-through (surrogate α(w)·sign(w0) + α(w0)·clip(w, ±1))")
+def test_binarize_backward_is_exactly_the_straight_through_surrogate(**kw):
+    assert_gradients_match(*binarize_case(**kw))
 
 
 def test_every_attention_mask_kind_and_layout_is_checked_at_least_once():
@@ -829,3 +892,81 @@ def test_cross_entropy_refuses_non_finite_logits():
         F.cross_entropy(logits, np.array([0, 1]))
     with pytest.raises(ValueError, match="logits: expected finite values"):
         F.cross_entropy(np.array([[np.inf, 0.0]]), np.array([0]))
+
+
+# --------------------------------------------------------------------------- #
+# Quantization: round trips, error bounds, the int8 product
+# --------------------------------------------------------------------------- #
+
+@given(lead=shapes(1, 2, max_side=6), D_out=widths, seed=seeds)
+def test_int8_round_trip_error_is_at_most_half_a_step_per_channel(lead, D_out, seed):
+    w = np.random.default_rng(seed).normal(size=lead + (D_out,))
+    q, s = F.quantize_int8(w)
+    assert q.dtype == np.int8 and s.shape == (D_out,)
+    assert np.abs(q).max() <= INT8_MAX
+    np.testing.assert_array_equal(np.abs(q).max(axis=tuple(range(w.ndim - 1))), INT8_MAX)   # each column uses the range
+    err = np.abs(F.dequantize_int8(q, s) - w)
+    assert (err <= s / 2 + 1e-12).all()
+
+
+def test_int8_quantization_rounds_to_nearest_clips_and_keeps_zero_columns():
+    w = np.array([[1.27, 0.0], [-0.006, 0.0], [0.004, 0.0]])
+    q, s = F.quantize_int8(w)
+    np.testing.assert_allclose(s, [0.01, 1.0])                 # a zero column gets scale 1, not 0/0
+    np.testing.assert_array_equal(q[:, 0], [127, -1, 0])       # -0.6 rounds to -1 (truncation would give 0)
+    q, _ = F.quantize_int8(np.array([[3.0], [-3.0]]), scale=np.array([0.01]))
+    np.testing.assert_array_equal(q[:, 0], [127, -127])        # clipped, never wrapped around
+
+
+def test_fake_quantization_equals_quantize_then_dequantize():
+    w = np.random.default_rng(3).normal(size=(5, 4)).astype(np.float32)
+    w_hat, _ = F.fake_quantize_int8(w)
+    np.testing.assert_array_equal(w_hat, F.dequantize_int8(*F.quantize_int8(w)))
+    assert w_hat.dtype == np.float32
+
+
+def test_binarize_has_two_values_per_column_and_the_mean_magnitude_scale():
+    w = np.random.default_rng(4).normal(size=(6, 3))
+    w_hat, _ = F.binarize(w)
+    alpha = np.abs(w).mean(axis=0)
+    np.testing.assert_allclose(np.abs(w_hat), np.broadcast_to(alpha, w.shape))
+    np.testing.assert_array_equal(np.sign(w_hat), np.where(w >= 0, 1, -1))
+    # alpha = mean|w| minimises ||w - a sign(w)||^2 over a: any other a is worse
+    for a in (alpha * 0.9, alpha * 1.1):
+        assert (((w - a * np.sign(w)) ** 2).sum(0) > ((w - w_hat) ** 2).sum(0)).all()
+
+
+def test_binarize_backward_passes_the_gradient_only_where_the_weight_is_at_most_one():
+    w = np.array([[0.5], [2.0], [-0.25], [-3.0]])
+    _, cache = F.binarize(w)
+    dw = F.binarize_backward(np.array([[1.0], [1.0], [0.0], [0.0]]), cache)
+    alpha, n = np.abs(w).mean(), 4
+    sum_term = (1.0 * 1 + 1.0 * 1) / n                          # sum_k dy_k sign(w_k) / n
+    np.testing.assert_allclose(dw[:, 0], [alpha + sum_term, sum_term, -sum_term, -sum_term])
+
+
+@given(B=sizes, D_in=st.integers(1, 40), D_out=widths, seed=seeds)
+def test_int8_linear_is_close_to_the_float_product(B, D_in, D_out, seed):
+    rng = np.random.default_rng(seed)
+    x, W, b = rng.normal(size=(B, D_in)), rng.normal(size=(D_in, D_out)), rng.normal(size=D_out)
+    q, s = F.quantize_int8(W)
+    y = F.int8_linear(x, q, s, b)
+    # each factor is off by at most half a step: |x w - x_hat w_hat| <= sum |x| s_w/2 + |w| s_x/2 + s_x s_w / 4
+    s_x = np.abs(x).max() / INT8_MAX
+    bound = (np.abs(x) @ np.broadcast_to(s / 2, W.shape) + (s_x / 2) * np.abs(W).sum(0)
+             + D_in * s_x * s / 4 + 1e-12)
+    assert (np.abs(y - (x @ W + b)) <= bound).all()
+    # and it really computes in integers: the same as the float product of the integer values
+    x_q = np.rint(x / s_x)
+    np.testing.assert_allclose(y, (x_q @ q.astype(np.float64)) * s_x * s + b, rtol=1e-12, atol=1e-12)
+
+
+def test_quantization_errors_name_the_argument():
+    with pytest.raises(TypeError, match="w: expected a floating-point array"):
+        F.quantize_int8(np.ones((2, 2), dtype=np.int64))
+    with pytest.raises(ValueError, match="scale: expected last dimension 3"):
+        F.quantize_int8(np.ones((2, 3)), scale=np.ones(2))
+    with pytest.raises(TypeError, match="q: expected an integer array"):
+        F.dequantize_int8(np.ones((2, 3)), np.ones(3))
+    with pytest.raises(ValueError, match="gate: expected shape \\(2,\\)"):
+        F.head_gate(np.ones((1, 2, 3, 4)), np.ones(3))

@@ -8,6 +8,8 @@ input gradient and every parameter gradient at once.
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from numpy_transformer import functional as F
 from numpy_transformer.gradcheck import check_gradients
@@ -493,3 +495,36 @@ def test_custom_module_gets_the_api():
     tiny = Tiny()
     assert [n for n, _ in tiny.named_parameters()] == ["layers.0.W", "layers.0.b", "layers.1.W", "layers.1.b"]
     assert tiny.num_parameters() == 4 + 2 + 2 + 1
+
+
+# --------------------------------------------------------------------------- #
+# Compression options of MultiHeadAttention: head gates and a free head width
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+@given(B=st.integers(1, 2), T=st.integers(1, 3), H=st.integers(1, 3), Dh=st.integers(1, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_gated_attention_with_free_head_width_matches_numerical_gradients(fast_path, fused, B, T, H, Dh, seed):
+    """head_dim need not be D / H (heads were pruned), and the gate gets its gradient, on both paths."""
+    rng = np.random.default_rng(seed)
+    D = 3                                       # an odd width that H * Dh does not have to equal
+    mha = MultiHeadAttention(D, H, fused_qkv=fused, head_dim=Dh, head_gates=True, rng=rng, dtype=np.float64)
+    mha.use_fast_paths(fast_path)
+    mha.gate.data[...] = rng.normal(size=H)     # away from 1, so a gate that is ignored would show
+    x = rng.normal(size=(B, T, D))
+    mask = rng.random((B, 1, 1, T)) < 0.7
+    check_module(mha, x, call=lambda m, x_: m(x_, mask))
+
+
+def test_gates_of_one_leave_attention_unchanged_and_a_zero_gate_silences_its_head():
+    rng = np.random.default_rng(0)
+    plain = MultiHeadAttention(8, 4, rng=np.random.default_rng(1))
+    gated = MultiHeadAttention(8, 4, head_gates=True, rng=np.random.default_rng(1))
+    x = rng.normal(size=(2, 5, 8)).astype(np.float32)
+    np.testing.assert_array_equal(gated(x), plain(x))
+    assert "gate" not in dict(plain.named_parameters())          # off by default: old checkpoints still load
+    gated.gate.data[2] = 0.0
+    # head 2 silenced = its rows of W_o zeroed
+    plain.W_o.data[4:6] = 0.0
+    np.testing.assert_allclose(gated(x), plain(x), rtol=1e-6, atol=1e-6)
