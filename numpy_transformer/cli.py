@@ -25,7 +25,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ()
+CHAPTER_COMMANDS: tuple[str, ...] = ("compress",)
 
 
 class UserError(Exception):
@@ -69,7 +69,9 @@ def _load_checkpoint(path):
     if not Path(path).exists():
         raise UserError(f"checkpoint {str(path)!r} does not exist (train one with "
                         f"`python -m numpy_transformer train --out DIR`)")
-    ckpt = load(path)
+    from .compression import is_compressed, load_compressed
+    # a pruned or quantized model (`compress` writes them) loads through its own format
+    ckpt = load_compressed(path) if is_compressed(path) else load(path)
     if ckpt.tokenizer is None:
         raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
     return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
