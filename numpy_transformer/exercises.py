@@ -11,6 +11,8 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
          layernorm_backward(dy, xhat, rstd, gamma)    -> dx, dgamma, dbeta
     ex4  cross_entropy_backward(logits, targets)      -> dlogits       (of the *mean* loss)
     ex5  positional_encoding(T, D)                    -> PE (T, D)
+    ex6  quantize_int8(w, scale=None)                 -> q (D_in, D_out) int8, scale (D_out,)
+         dequantize_int8(q, scale)                    -> w_hat (D_in, D_out)
 
 and each has a ``check_<name>(fn)`` here. A check runs the student's function
 on a few fixed inputs, easy ones first, and stops at the first problem:
@@ -57,7 +59,7 @@ __all__ = [
     "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
-    "check_positional_encoding",
+    "check_positional_encoding", "check_quantize_int8", "check_dequantize_int8",
 ]
 
 SOLUTIONS_ENV = "NT_SOLUTIONS"
@@ -203,6 +205,20 @@ class _Solutions:
         pe[:, 0::2] = np.sin(angle)
         pe[:, 1::2] = np.cos(angle[:, : D // 2])               # odd D: the last sine has no cosine partner
         return pe
+
+    @staticmethod
+    def quantize_int8(w, scale=None):
+        """w (D_in, D_out) -> q (D_in, D_out) int8 in [-127, 127], scale (D_out,): one scale per output column."""
+        if scale is None:
+            scale = np.abs(w).max(axis=0) / 127                # (D_out,): each column's largest |w| becomes 127
+            scale = np.where(scale > 0, scale, 1.0)            # a column of zeros: any scale will do, not 0/0
+        q = np.clip(np.round(w / scale), -127, 127)            # round to nearest, then keep inside int8's range
+        return q.astype(np.int8), scale
+
+    @staticmethod
+    def dequantize_int8(q, scale):
+        """q (D_in, D_out) int8, scale (D_out,) -> w_hat (D_in, D_out) float: w_hat = q * scale."""
+        return q.astype(np.float64) * scale
 
 
 solutions = _Solutions()
@@ -615,6 +631,63 @@ def _mistake_pe_positions_from_one(T, D):
 
 def _mistake_pe_transposed(T, D):
     return solutions.positional_encoding(T, D).T
+
+
+# ---- int8 quantization ------------------------------------------------------ #
+
+def _int8_variant(w, scale=None, divide_by=127, axis=0, rounding=np.round, clip=True, cast=True):
+    if scale is None:
+        scale = np.abs(w).max(axis=axis) / divide_by if axis is not None else np.abs(w).max() / divide_by
+        scale = np.where(scale > 0, scale, 1.0)
+    s = scale if axis != 1 else scale[:, None]
+    q = rounding(w / s)
+    if clip:
+        q = np.clip(q, -127, 127)
+    return (q.astype(np.int8) if cast else q), scale
+
+
+def _mistake_int8_per_tensor(w, scale=None):
+    return _int8_variant(w, scale, axis=None)
+
+
+def _mistake_int8_per_row(w, scale=None):
+    return _int8_variant(w, scale, axis=1) if scale is None else _int8_variant(w, scale)
+
+
+def _mistake_int8_divide_by_128(w, scale=None):
+    return _int8_variant(w, scale, divide_by=128)
+
+
+def _mistake_int8_divide_by_255(w, scale=None):
+    return _int8_variant(w, scale, divide_by=255)
+
+
+def _mistake_int8_truncated(w, scale=None):
+    return _int8_variant(w, scale, rounding=np.trunc)
+
+
+def _mistake_int8_floor(w, scale=None):
+    return _int8_variant(w, scale, rounding=np.floor)
+
+
+def _mistake_int8_no_clip_wrapped(w, scale=None):
+    return _int8_variant(w, scale, clip=False)                 # int8 wraps: 130 becomes -126
+
+
+def _mistake_int8_no_clip(w, scale=None):
+    return _int8_variant(w, scale, clip=False, cast=False)
+
+
+def _mistake_dequantize_forgot_scale(q, scale):
+    return q.astype(np.float64)
+
+
+def _mistake_dequantize_divided(q, scale):
+    return q / scale
+
+
+def _mistake_dequantize_times_127(q, scale):
+    return q * scale * 127
 
 
 # --------------------------------------------------------------------------- #
@@ -1115,6 +1188,31 @@ def _positional_encoding_cases():
     ]
 
 
+def _quantize_int8_cases():
+    rng = np.random.default_rng(60)
+    w = rng.normal(size=(5, 3)) * np.array([0.1, 1.0, 3.0])   # columns of very different sizes
+    q, s = F.quantize_int8(w)
+    cases = [_Case("w (5, 3) whose columns differ in size by 30x", (w,), (q, s), None,
+                   "Each output column j gets its own scale s_j = max_i |w_ij| / 127, so that its largest weight "
+                   "becomes ±127.")]
+    w = rng.normal(size=(6, 4))
+    w[2, 1], w[4, 3] = 6.0, -5.0                               # outliers beyond the given (calibrated) scale
+    scale = np.array([0.02, 0.03, 0.025, 0.03])                # ±127 s covers about ±3: the outliers must clip
+    q, s = F.quantize_int8(w, scale)
+    cases.append(_Case("w (6, 4) with outliers and a given scale (4,) that does not cover them", (w, scale), (q, s),
+                       None, "With a given scale some |w / s| exceed 127: clip them to [-127, 127] before the cast "
+                             "to int8, or int8 wraps around (130 becomes -126)."))
+    return cases
+
+
+def _dequantize_int8_cases():
+    rng = np.random.default_rng(61)
+    q = rng.integers(-127, 128, size=(4, 5)).astype(np.int8)
+    scale = rng.uniform(0.001, 0.05, size=5)
+    return [_Case("q (4, 5) int8, scale (5,)", (q, scale), (F.dequantize_int8(q, scale),), None,
+                  "w_hat_ij = q_ij * s_j: column j of q times its scale, broadcast over the rows.")]
+
+
 # --------------------------------------------------------------------------- #
 # The exercises: signature, cases and known mistakes of each
 # --------------------------------------------------------------------------- #
@@ -1356,6 +1454,51 @@ _EXERCISES = {ex.name: ex for ex in (
         ),
         shape_notes={"PE": "PE has one row per position and one column per dimension: (T, D)."},
     ),
+    _Exercise(
+        "quantize_int8", ("w", "scale"), ("q", "scale"), _quantize_int8_cases,
+        (
+            _Mistake("per_tensor_scale", "used one scale for the whole matrix (per tensor), not one per column",
+                     "A column of small weights then uses only a few of the 255 levels. Take the maximum over the "
+                     "rows only: np.abs(w).max(axis=0) is (D_out,).", _mistake_int8_per_tensor),
+            _Mistake("per_row_scale", "took one scale per input row (axis=1) instead of per output column",
+                     "W is stored (D_in, D_out) and y = x W: an output channel is a column, so reduce over axis 0.",
+                     _mistake_int8_per_row),
+            _Mistake("divided_by_128", "divided the maximum by 128",
+                     "Symmetric int8 uses [-127, 127] (so that q and -q both fit); the scale is max|w| / 127. "
+                     "With 128 the largest weight rounds to 128 and has to be clipped.", _mistake_int8_divide_by_128),
+            _Mistake("divided_by_255", "divided the maximum by 255, as if the 256 levels were all positive",
+                     "A symmetric scale maps max|w| to 127: the sign takes one of the 8 bits.",
+                     _mistake_int8_divide_by_255),
+            _Mistake("truncated", "rounded by truncation (astype(int) cuts towards zero)",
+                     "Round to the nearest integer first, np.round(w / s), then cast: truncation makes the error up "
+                     "to a whole step instead of half a step, and always towards zero.", _mistake_int8_truncated),
+            _Mistake("floor", "rounded down with np.floor",
+                     "Round to the nearest integer, np.round(w / s): the error is then at most s / 2.",
+                     _mistake_int8_floor),
+            _Mistake("no_clipping", "did not clip to [-127, 127] before the cast, so int8 wrapped around",
+                     "np.clip(np.round(w / s), -127, 127).astype(np.int8): with a given scale some weights fall "
+                     "outside the range, and int8(130) is -126.", _mistake_int8_no_clip_wrapped),
+            _Mistake("no_clipping_no_cast", "did not clip to [-127, 127] (q holds values beyond int8's range)",
+                     "np.clip(np.round(w / s), -127, 127), then .astype(np.int8).", _mistake_int8_no_clip),
+        ),
+        shape_notes={"q": "q has w's shape: one integer per weight.",
+                     "scale": "One scale per output column: (D_out,) = w.shape[1:]."},
+    ),
+    _Exercise(
+        "dequantize_int8", ("q", "scale"), ("w_hat",), _dequantize_int8_cases,
+        (
+            _Mistake("forgot_scale", "forgot the scale: returned q itself",
+                     "q is in units of the scale: w_hat = q * scale (broadcast (D_in, D_out) * (D_out,)).",
+                     _mistake_dequantize_forgot_scale),
+            _Mistake("divided_by_scale", "divided by the scale instead of multiplying",
+                     "Quantizing divided by s (q = round(w / s)); undoing it multiplies: w_hat = q * s.",
+                     _mistake_dequantize_divided),
+            _Mistake("times_127", "multiplied by 127 as well",
+                     "The scale already holds the 1/127 (s = max|w| / 127): w_hat = q * s.",
+                     _mistake_dequantize_times_127),
+        ),
+        shape_notes={"w_hat": "w_hat has q's shape."},
+    ),
 )}
 
 
@@ -1401,3 +1544,13 @@ def check_cross_entropy_backward(fn, verbose=True):
 def check_positional_encoding(fn, verbose=True):
     """Check ``positional_encoding(T, D) -> PE (T, D)`` against `functional.sinusoidal_positional_encoding`."""
     return _check("positional_encoding", fn, verbose)
+
+
+def check_quantize_int8(fn, verbose=True):
+    """Check ``quantize_int8(w, scale=None) -> (q, scale)`` (per-output-channel, symmetric) against `functional.py`."""
+    return _check("quantize_int8", fn, verbose)
+
+
+def check_dequantize_int8(fn, verbose=True):
+    """Check ``dequantize_int8(q, scale) -> w_hat`` against `functional.dequantize_int8`."""
+    return _check("dequantize_int8", fn, verbose)

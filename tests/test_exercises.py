@@ -94,6 +94,9 @@ def _cross_entropy_via_log_softmax(logits, targets):
     ("attention_backward", lambda dout, q, k, v, weights: F.scaled_dot_product_attention_backward(
         dout, (q, k, v, weights, 1 / np.sqrt(q.shape[-1])))),
     ("linear_backward", lambda dy, x, W: F.linear_backward(dy, (x, W, True))),
+    ("quantize_int8", lambda w, scale=None: F.quantize_int8(w, scale)),
+    ("quantize_int8", lambda w, scale=None: E.solutions.quantize_int8(w.astype(np.float32), scale)),   # q as int8
+    ("dequantize_int8", lambda q, scale: np.einsum("ij,j->ij", q, scale)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_correct_answers_written_differently_also_pass(name, fn):
     result = check(name, fn)
@@ -130,6 +133,12 @@ REQUIRED = [
     ("positional_encoding", "sin_cos_swapped", "swapped sin and cos"),
     ("positional_encoding", "i_not_2i", "i instead of 2i"),
     ("positional_encoding", "seed_sin_plus_cos", "errata E1"),
+    ("quantize_int8", "per_tensor_scale", "one scale for the whole matrix"),
+    ("quantize_int8", "divided_by_128", "divided the maximum by 128"),
+    ("quantize_int8", "divided_by_255", "divided the maximum by 255"),
+    ("quantize_int8", "truncated", "truncation"),
+    ("quantize_int8", "no_clipping", "did not clip to [-127, 127]"),
+    ("dequantize_int8", "forgot_scale", "forgot the scale"),
 ]
 
 
@@ -176,6 +185,12 @@ def _pe_seed_style(T, D):
     ("cross_entropy_backward", lambda z, t: E.solutions.cross_entropy_backward(z, t) * len(t), "forgot_divide_by_N"),
     ("positional_encoding", _pe_seed_style, "seed_sin_plus_cos"),
     ("positional_encoding", lambda T, D: E.solutions.positional_encoding(T, D).T.astype(np.float32), "transposed_PE"),
+    ("quantize_int8", lambda w, scale=None: ((w / (np.abs(w).max() / 127)).astype(np.int8),
+                                             np.abs(w).max() / 127) if scale is None else F.quantize_int8(w, scale),
+     "per_tensor_scale"),
+    ("quantize_int8", lambda w, scale=None: (np.round(w / (np.abs(w).max(0) / 127 if scale is None else scale)),
+                                             np.abs(w).max(0) / 127 if scale is None else scale), "no_clipping_no_cast"),
+    ("dequantize_int8", lambda q, scale: q * 1.0, "forgot_scale"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_mistakes_are_recognised_by_value_however_they_are_written(name, fn, key):
     result = check(name, fn)

@@ -529,6 +529,77 @@ def _():
     ]
 
 
+@notebook("ex6_int8_quantization")
+def _():
+    return [
+        md(r"""
+        # Exercise 6 · int8 quantization, one scale per output channel
+
+        A float32 weight takes 4 bytes; an int8 one takes 1. To store a matrix $W$ (D_in, D_out) in
+        int8, each output column $j$ gets a *scale* $s_j$ that maps its largest magnitude to 127
+        (symmetric quantization: the range is $[-127, 127]$, so $q$ and $-q$ both fit):
+
+        $$s_j = rac{\max_i |w_{ij}|}{127}, \qquad
+        q_{ij} = \mathrm{clip}\Big(\mathrm{round}ig(w_{ij} / s_jig),\ -127,\ 127\Big), \qquad
+        \hat w_{ij} = s_j\, q_{ij}$$
+
+        Rounding to the nearest integer keeps the error $|w - \hat w|$ below $s_j / 2$. The seed article
+        (§2.1, errata E9) says integer quantization "turns floats into integers" and leaves out the
+        scale, which is the whole point: without it, $q$ means nothing.
+        """),
+        md(HOW_TO),
+        code(SETUP),
+        md(r"""
+        ## Hints
+
+        1. `W` is stored (D_in, D_out) and the layer computes `y = x @ W`: an output channel is a
+           *column*. `np.abs(w).max(axis=0)` is (D_out,).
+        2. `np.round(w / scale)` broadcasts (D_in, D_out) / (D_out,) over the rows. Round before the
+           cast: `.astype(np.int8)` on its own cuts towards zero.
+        3. A caller may pass a `scale` (calibrated on data, smaller than the maximum, so that outliers
+           do not waste the range). Then some `|w / s|` exceed 127: clip before the cast, or int8
+           wraps around (`np.int8(130)` is −126).
+        4. A column of zeros has maximum 0: give it scale 1 rather than dividing by 0.
+        5. Dequantizing undoes the division: `q * scale`, as floats.
+        """),
+        code('''
+        def quantize_int8(w, scale=None):
+            """Symmetric int8 quantization with one scale per output column.
+
+            w: (D_in, D_out) floats; scale: (D_out,) or None (then max|w| / 127 per column)
+            Returns q (D_in, D_out) int8 in [-127, 127], scale (D_out,).
+            """
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("quantize_int8")),
+        md(r"""
+        ## Check
+
+        Compared with `functional.quantize_int8` on a matrix whose columns differ in size by 30×, and on
+        one with outliers and a given scale that does not cover them.
+        """),
+        code(check("quantize_int8")),
+        code('''
+        def dequantize_int8(q, scale):
+            """q (D_in, D_out) int8, scale (D_out,) -> w_hat (D_in, D_out) floats."""
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("dequantize_int8")),
+        code(check("dequantize_int8")),
+        md(r"""
+        ## Going further
+
+        * Quantize a random (64, 32) matrix whose columns have different sizes, once with your per-column
+          scale and once with one scale for the whole matrix. Compare the largest error of each column
+          with its $s_j / 2$: which columns lose most with the single scale, and why?
+        * Notebook 12 does this to a trained classifier: the int8 file is 3.6× smaller, and the test
+          accuracy moves by less than 0.2 points.
+        """),
+    ]
+
+
 # --------------------------------------------------------------------------- #
 
 def build(stem):

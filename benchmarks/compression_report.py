@@ -1,0 +1,308 @@
+"""What each compression method buys: bytes on disk, parameters, accuracy, AUC, inference time.
+
+    NUMPY_TRANSFORMER_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
+        python benchmarks/compression_report.py --part table sweep \\
+        --base notebooks/assets/classifier_small.npz
+    NUMPY_TRANSFORMER_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
+        python benchmarks/compression_report.py --part distill --teacher runs/teacher128/classifier.npz
+
+Parts (each writes benchmarks/results/compression_<part>.json; ``figure`` draws
+figures/compression_accuracy_vs_size.png from whatever JSON is there):
+
+* ``table``   every method applied to the base model, saved with `save_compressed`,
+              reloaded from disk, evaluated on the test split (and validation),
+              and timed at batch 1 and batch 64 against the float32 model in the
+              same run. Fine-tunes are counted in steps (``--steps``).
+* ``sweep``   magnitude pruning 0-95 % (per layer), with and without a masked
+              fine-tune; and whether a 90 %-sparse matrix multiplies faster in
+              NumPy (dense) or SciPy (CSR) than a dense one.
+* ``distill`` a student with <= 1/4 of the teacher's parameters, trained alone,
+              with soft labels (T and alpha chosen on validation) and with hard
+              labels, three seeds each.
+* ``figure``  accuracy against file size for every method.
+
+Every choice is made on the validation split; the test split is only reported.
+Times are wall-clock on a shared machine: read the ratios to the float32 row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from numpy_transformer import checkpoint                                        # noqa: E402
+from numpy_transformer import compression as C                                  # noqa: E402
+from numpy_transformer.data import load_corpus                                  # noqa: E402
+from numpy_transformer.models import TransformerClassifier                      # noqa: E402
+from numpy_transformer.tokenizer import CharTokenizer                           # noqa: E402
+from numpy_transformer.train import evaluate                                    # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def nonzero_parameters(model):
+    model = model.model if isinstance(model, C.Int8Classifier) else model
+    return int(sum(int((p.data != 0).sum()) for p in model.parameters()))
+
+
+def measure(name, path, splits, timing_texts, note=""):
+    """Reload ``path`` from disk (as `predict` would) and measure it."""
+    from numpy_transformer.cli import _load_checkpoint
+    model, tok, _ = _load_checkpoint(path)
+    max_len = model.config["max_len"]
+    test = evaluate(model, splits["test"], tok, max_len=max_len)
+    valid = evaluate(model, splits["valid"], tok, max_len=max_len)
+    t1 = C.time_inference(model, tok, timing_texts[:200], 1, max_len, repeats=2)
+    t64 = C.time_inference(model, tok, timing_texts, 64, max_len, repeats=2)
+    row = dict(method=name, file=str(Path(path).name), bytes=Path(path).stat().st_size,
+               parameters=C.count_parameters(model), nonzero=nonzero_parameters(model),
+               test_accuracy=test["accuracy"], test_auc=test["auc"], valid_accuracy=valid["accuracy"],
+               ms_per_review_b1=t1 * 1e3, s_per_1000_b64=t64 * 1e3, note=note)
+    print(f"{name:44s} {row['bytes']:>10,d} B {row['nonzero']:>9,d} nz  test acc {row['test_accuracy']:.4f} "
+          f"AUC {row['test_auc']:.4f}  valid {row['valid_accuracy']:.4f}  b1 {row['ms_per_review_b1']:.2f} ms  "
+          f"b64 {row['s_per_1000_b64']:.2f} s/1000", flush=True)
+    return row
+
+
+def load_base(path):
+    ckpt = checkpoint.load(path)
+    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer)
+
+
+def part_table(args, splits):
+    out = Path(args.workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    base, tok = load_base(args.base)
+    max_len = base.config["max_len"]
+    texts = splits["test"].texts[:640]
+    cfg = lambda steps, **kw: C.FinetuneConfig(steps=steps, max_len=max_len, lr=args.lr, seed=0, **kw)  # noqa: E731
+    rows = []
+    t0 = time.perf_counter()
+
+    def add(name, model, note="", **save):
+        path = out / (name.replace(" ", "_").replace("/", "-").replace("%", "pct").replace(",", "") + ".npz")
+        if save.get("plain"):
+            checkpoint.save(path, model, tokenizer=tok.to_dict())
+        else:
+            C.save_compressed(path, model, tok, method=name, **save)
+        rows.append(measure(name, path, splits, texts, note))
+        json.dump({"base": str(args.base), "steps": args.steps, "rows": rows, "seconds": time.perf_counter() - t0},
+                  open(RESULTS / "compression_table.json", "w"), indent=1)
+
+    add("float32 (reference)", base, plain=True)
+    control = copy.deepcopy(base)
+    C.finetune(control, splits["train"], tok, cfg(args.steps))
+    add(f"float32 + {args.steps} more steps (control)", control, plain=True,
+        note="the same fine-tune the pruned models get, without pruning")
+
+    add("int8, store int8 / compute float32", base, encoding="int8")
+    add("int8, int8 x int8 -> int32 compute", base, encoding="int8", compute="int8")
+    qat = copy.deepcopy(base)
+    C.finetune(qat, splits["train"], tok, cfg(args.steps), qat="int8")
+    add(f"int8 QAT ({args.steps} steps)", qat, encoding="int8")
+
+    binary_enc = {n: "binary" for n, _ in C.qat_targets(base, "binary")}
+    add("binary blocks, post-training", base, encoding="int8", encodings=binary_enc,
+        note="block matrices 1 bit; embedding and head int8")
+    binq = copy.deepcopy(base)
+    C.finetune(binq, splits["train"], tok, cfg(args.binary_steps, warmup_steps=50), qat="binary")
+    add(f"binary blocks, QAT ({args.binary_steps} steps)", binq, encoding="int8", encodings=binary_enc,
+        note="block matrices 1 bit; embedding and head int8")
+
+    for sparsity in (0.5, 0.9):
+        m = copy.deepcopy(base)
+        C.apply_masks(m, C.magnitude_masks(m, sparsity))
+        add(f"magnitude {sparsity:.0%}, no fine-tune", m, encoding="sparse")
+        masks = C.magnitude_masks(m, sparsity)
+        C.finetune(m, splits["train"], tok, cfg(args.steps), masks=masks)
+        add(f"magnitude {sparsity:.0%}, masked fine-tune", m, encoding="sparse")
+    g = copy.deepcopy(base)
+    C.finetune(g, splits["train"], tok, cfg(args.steps),
+               sparsity_schedule=lambda s: C.cubic_sparsity(s, 0.9, 0, int(0.75 * args.steps)))
+    C.apply_masks(g, C.magnitude_masks(g, 0.9))
+    add("magnitude 90%, gradual (cubic)", g, encoding="sparse")
+    add("magnitude 90% + int8 values", g, encoding="int8_sparse")
+
+    importance = C.head_importance(base, splits["valid"], tok, max_len=max_len, max_batches=20)
+    remove = C.heads_to_prune(importance, 0.5)
+    heads = C.prune_heads(base, remove)
+    add("50% heads removed, no fine-tune", heads, encoding="float32", note=f"removed {remove}")
+    C.finetune(heads, splits["train"], tok, cfg(args.steps))
+    add("50% heads removed, fine-tuned", heads, encoding="float32", note=f"removed {remove}")
+    both = C.prune_ffn(C.prune_heads(base, remove), 0.5)
+    C.finetune(both, splits["train"], tok, cfg(args.steps))
+    add("50% heads + 50% FFN neurons, fine-tuned", both, encoding="float32")
+    add("50% heads + 50% FFN, fine-tuned, int8", both, encoding="int8")
+    json.dump({"base": str(args.base), "steps": args.steps, "rows": rows, "importance": importance.tolist(),
+               "removed_heads": {str(k): v for k, v in remove.items()}, "seconds": time.perf_counter() - t0},
+              open(RESULTS / "compression_table.json", "w"), indent=1)
+
+
+def part_sweep(args, splits):
+    base, tok = load_base(args.base)
+    max_len = base.config["max_len"]
+    rows = []
+    t0 = time.perf_counter()
+    for sparsity in (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+        m = copy.deepcopy(base)
+        masks = C.magnitude_masks(m, sparsity)
+        C.apply_masks(m, masks)
+        before = evaluate(m, splits["test"], tok, max_len=max_len)
+        before_v = evaluate(m, splits["valid"], tok, max_len=max_len)
+        C.finetune(m, splits["train"], tok, C.FinetuneConfig(steps=args.sweep_steps, max_len=max_len, lr=args.lr),
+                   masks=masks)
+        after = evaluate(m, splits["test"], tok, max_len=max_len)
+        after_v = evaluate(m, splits["valid"], tok, max_len=max_len)
+        rows.append(dict(sparsity=sparsity, test_no_ft=before["accuracy"], test_ft=after["accuracy"],
+                         valid_no_ft=before_v["accuracy"], valid_ft=after_v["accuracy"],
+                         auc_no_ft=before["auc"], auc_ft=after["auc"]))
+        print(rows[-1], flush=True)
+    # does an unstructured-sparse matrix multiply faster? the FFN's first product, batch 64 x 40 tokens
+    import scipy.sparse
+    rng = np.random.default_rng(0)
+    D, Fw = base.d_model, base.encoder.blocks[0].ffn.d_ff
+    x = rng.standard_normal((64 * 40, D)).astype(np.float32)
+    W = rng.standard_normal((D, Fw)).astype(np.float32)
+    timing = {}
+    for sparsity in (0.0, 0.9, 0.99):
+        Ws = W * (rng.random(W.shape) >= sparsity)
+        csr = scipy.sparse.csr_matrix(Ws.T)           # (F, D): csr @ x.T
+        reps = 30
+        start = time.perf_counter()
+        for _ in range(reps):
+            x @ Ws
+        dense = (time.perf_counter() - start) / reps
+        start = time.perf_counter()
+        for _ in range(reps):
+            csr @ x.T
+        sparse = (time.perf_counter() - start) / reps
+        timing[str(sparsity)] = dict(dense_ms=dense * 1e3, csr_ms=sparse * 1e3)
+        print(f"sparsity {sparsity}: dense {dense * 1e3:.3f} ms, scipy CSR {sparse * 1e3:.3f} ms", flush=True)
+    json.dump({"base": str(args.base), "steps": args.sweep_steps, "rows": rows, "matmul": timing,
+               "matmul_shape": [64 * 40, D, Fw], "seconds": time.perf_counter() - t0},
+              open(RESULTS / "compression_sweep.json", "w"), indent=1)
+
+
+def part_distill(args, splits):
+    teacher, tok = load_base(args.teacher)
+    max_len = teacher.config["max_len"]
+    t0 = time.perf_counter()
+    logits = C.teacher_logits(teacher, splits["train"], tok, max_len=max_len)
+    t_test = evaluate(teacher, splits["test"], tok, max_len=max_len)
+    t_valid = evaluate(teacher, splits["valid"], tok, max_len=max_len)
+    print(f"teacher: {teacher.num_parameters():,} parameters, test acc {t_test['accuracy']:.4f}, "
+          f"valid {t_valid['accuracy']:.4f}", flush=True)
+    student_cfg = dict(d_model=args.student_d, n_heads=4 if args.student_d % 4 == 0 else 2, n_layers=args.student_layers,
+                       d_ff=4 * args.student_d, max_len=max_len, dropout=0.1, norm=teacher.config["norm"],
+                       pooling=teacher.config["pooling"])
+    result = {"teacher": str(args.teacher), "teacher_parameters": teacher.num_parameters(),
+              "teacher_test_accuracy": t_test["accuracy"], "teacher_test_auc": t_test["auc"],
+              "teacher_valid_accuracy": t_valid["accuracy"], "student": student_cfg, "steps": args.distill_steps,
+              "choice": [], "runs": []}
+
+    def run(mode, seed, temperature=2.0, alpha=0.5):
+        student = TransformerClassifier(tok.vocab_size, 2, seed=seed, **student_cfg)
+        cfg = C.FinetuneConfig(steps=args.distill_steps, lr=1e-3, warmup_steps=100, max_len=max_len, seed=seed,
+                               temperature=temperature, alpha=alpha)
+        C.finetune(student, splits["train"], tok, cfg, teacher_logits=None if mode == "alone" else logits,
+                   hard_labels=mode == "hard")
+        v = evaluate(student, splits["valid"], tok, max_len=max_len)
+        t = evaluate(student, splits["test"], tok, max_len=max_len)
+        row = dict(mode=mode, seed=seed, temperature=temperature, alpha=alpha, valid_accuracy=v["accuracy"],
+                   test_accuracy=t["accuracy"], test_auc=t["auc"], parameters=student.num_parameters())
+        print(row, flush=True)
+        result["seconds"] = time.perf_counter() - t0
+        return row, student
+
+    # 1. T and alpha on validation (seed 0)
+    for temperature in (1.0, 2.0, 4.0):
+        for alpha in (0.5, 0.9):
+            result["choice"].append(run("soft", 0, temperature, alpha)[0])
+            json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
+    best = max(result["choice"], key=lambda r: r["valid_accuracy"])
+    result["chosen"] = dict(temperature=best["temperature"], alpha=best["alpha"])
+    # 2. three seeds of each; seed 0 of "soft" with the chosen T, alpha is reused from step 1
+    for seed in (0, 1, 2):
+        for mode in ("alone", "hard", "soft"):
+            if mode == "soft" and seed == 0:
+                row = dict(best)
+            else:
+                row, student = run(mode, seed, best["temperature"], best["alpha"])
+            result["runs"].append(row)
+            json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
+    # the last soft-label student (seed 2) goes to disk, for the table
+    path = Path(args.workdir) / "student_soft.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(path, student, tokenizer=tok.to_dict())
+    result["student_row"] = measure("distilled student (soft, seed 2)", path, splits, splits["test"].texts[:640])
+    result["seconds"] = time.perf_counter() - t0
+    json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
+
+
+def part_figure(args, splits):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    table = json.load(open(RESULTS / "compression_table.json"))
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v"}
+    for row in table["rows"]:
+        key = next((k for k in markers if row["method"].startswith(k)), "o")
+        ax.scatter(row["bytes"] / 1e6, row["test_accuracy"], marker=markers[key], s=50)
+        ax.annotate(row["method"], (row["bytes"] / 1e6, row["test_accuracy"]), fontsize=7,
+                    xytext=(4, 2), textcoords="offset points")
+    distill = RESULTS / "compression_distill.json"
+    if distill.exists():
+        d = json.load(open(distill))
+        if "student_row" in d:
+            r = d["student_row"]
+            ax.scatter(r["bytes"] / 1e6, r["test_accuracy"], marker="*", s=120, color="k")
+            ax.annotate(r["method"], (r["bytes"] / 1e6, r["test_accuracy"]), fontsize=7, xytext=(4, 2),
+                        textcoords="offset points")
+    ref = table["rows"][0]
+    ax.axhline(ref["test_accuracy"], color="grey", lw=0.8, ls="--")
+    ax.axhline(ref["test_accuracy"] - 0.02, color="grey", lw=0.5, ls=":")
+    ax.set_xscale("log")
+    ax.set_xlabel("file size on disk (MB, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Compressing the classifier: accuracy against file size\n"
+                 "(dashed: float32 reference; dotted: 2 points below)")
+    fig.tight_layout()
+    path = ROOT / "figures" / "compression_accuracy_vs_size.png"
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--part", nargs="+", choices=["table", "sweep", "distill", "figure"], default=["table"])
+    p.add_argument("--base", default=str(ROOT / "notebooks" / "assets" / "classifier_small.npz"))
+    p.add_argument("--teacher", default=None, help="teacher checkpoint for distill (default: --base)")
+    p.add_argument("--workdir", default=str(ROOT / "runs" / "compression"), help="where the compressed files go")
+    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps after pruning and for int8 QAT")
+    p.add_argument("--binary-steps", type=int, default=1000, help="steps of binary QAT")
+    p.add_argument("--sweep-steps", type=int, default=200, help="masked fine-tuning steps in the sweep")
+    p.add_argument("--distill-steps", type=int, default=1500, help="student training steps")
+    p.add_argument("--student-d", type=int, default=48)
+    p.add_argument("--student-layers", type=int, default=1)
+    p.add_argument("--lr", type=float, default=3e-4)
+    args = p.parse_args()
+    args.teacher = args.teacher or args.base
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    splits = load_corpus()
+    for part in args.part:
+        {"table": part_table, "sweep": part_sweep, "distill": part_distill, "figure": part_figure}[part](args, splits)
+
+
+if __name__ == "__main__":
+    main()
