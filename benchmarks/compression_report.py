@@ -22,6 +22,7 @@ figures/compression_accuracy_vs_size.png from whatever JSON is there):
 * ``timing``  inference time of every file of the table (and the student), at batch 1
               and batch 64, measured round-robin, best of ``--timing-rounds``.
 * ``figure``  accuracy against file size for every method.
+* ``markdown`` the table as Markdown, for the README.
 
 Every choice is made on the validation split; the test split is only reported.
 Times are wall-clock on a shared machine: read the ratios to the float32 row.
@@ -63,12 +64,11 @@ def measure(name, path, splits, note=""):
     model, tok, _ = _load_checkpoint(path)
     max_len = model.config["max_len"]
     test = evaluate(model, splits["test"], tok, max_len=max_len)
-    valid = evaluate(model, splits["valid"], tok, max_len=max_len)
     row = dict(method=name, file=str(Path(path).name), bytes=Path(path).stat().st_size,
                parameters=C.count_parameters(model), nonzero=nonzero_parameters(model),
-               test_accuracy=test["accuracy"], test_auc=test["auc"], valid_accuracy=valid["accuracy"], note=note)
+               test_accuracy=test["accuracy"], test_auc=test["auc"], note=note)
     print(f"{name:44s} {row['bytes']:>10,d} B {row['nonzero']:>9,d} nz  test acc {row['test_accuracy']:.4f} "
-          f"AUC {row['test_auc']:.4f}  valid {row['valid_accuracy']:.4f}", flush=True)
+          f"AUC {row['test_auc']:.4f}", flush=True)
     return row
 
 
@@ -79,9 +79,8 @@ def part_timing(args, splits):
     once at batch 64 (``--timing-b64`` reviews); each model keeps its best round.
     """
     from numpy_transformer.cli import _load_checkpoint
-    table = json.load(open(RESULTS / "compression_table.json"))
+    rows, _ = load_table_rows()
     distill = RESULTS / "compression_distill.json"
-    rows = list(table["rows"])
     if distill.exists() and "student_row" in json.load(open(distill)):
         rows.append(json.load(open(distill))["student_row"])
     texts = splits["test"].texts
@@ -108,14 +107,31 @@ def load_base(path):
     return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer)
 
 
+def load_table_rows():
+    """The rows of every group of the table, the float32 reference first."""
+    rows, extra = [], {}
+    for group in TABLE_GROUPS:
+        path = RESULTS / f"compression_table_{group}.json"
+        if path.exists():
+            data = json.load(open(path))
+            rows += data["rows"]
+            extra.update({k: v for k, v in data.items() if k != "rows"})
+    return rows, extra
+
+
+TABLE_GROUPS = ("quantization", "pruning", "pruning_gradual_global", "pruning_long_layer", "heads", "heads_long")
+
+
 def part_table(args, splits):
+    """One group of rows (``--group``), so that the groups can run as separate one-thread processes."""
     out = Path(args.workdir)
     out.mkdir(parents=True, exist_ok=True)
     base, tok = load_base(args.base)
     max_len = base.config["max_len"]
     cfg = lambda steps, **kw: C.FinetuneConfig(steps=steps, max_len=max_len, lr=args.lr, seed=0, **kw)  # noqa: E731
-    rows = []
+    rows, info = [], {"base": str(args.base), "steps": args.steps, "binary_steps": args.binary_steps}
     t0 = time.perf_counter()
+    result_path = RESULTS / f"compression_table_{args.group}.json"
 
     def add(name, model, note="", **save):
         path = out / (name.replace(" ", "_").replace("/", "-").replace("%", "pct").replace(",", "") + ".npz")
@@ -124,56 +140,66 @@ def part_table(args, splits):
         else:
             C.save_compressed(path, model, tok, method=name, **save)
         rows.append(measure(name, path, splits, note))
-        json.dump({"base": str(args.base), "steps": args.steps, "rows": rows, "seconds": time.perf_counter() - t0},
-                  open(RESULTS / "compression_table.json", "w"), indent=1)
+        json.dump(dict(info, rows=rows, seconds=time.perf_counter() - t0), open(result_path, "w"), indent=1)
 
-    add("float32 (reference)", base, plain=True)
-    control = copy.deepcopy(base)
-    C.finetune(control, splits["train"], tok, cfg(args.steps))
-    add(f"float32 + {args.steps} more steps (control)", control, plain=True,
-        note="the same fine-tune the pruned models get, without pruning")
-
-    add("int8, store int8 / compute float32", base, encoding="int8")
-    add("int8, int8 x int8 -> int32 compute", base, encoding="int8", compute="int8")
-    qat = copy.deepcopy(base)
-    C.finetune(qat, splits["train"], tok, cfg(args.steps), qat="int8")
-    add(f"int8 QAT ({args.steps} steps)", qat, encoding="int8")
-
-    binary_enc = {n: "binary" for n, _ in C.qat_targets(base, "binary")}
-    add("binary blocks, post-training", base, encoding="int8", encodings=binary_enc,
-        note="block matrices 1 bit; embedding and head int8")
-    binq = copy.deepcopy(base)
-    C.finetune(binq, splits["train"], tok, cfg(args.binary_steps, warmup_steps=50), qat="binary")
-    add(f"binary blocks, QAT ({args.binary_steps} steps)", binq, encoding="int8", encodings=binary_enc,
-        note="block matrices 1 bit; embedding and head int8")
-
-    for sparsity in (0.5, 0.9):
+    if args.group == "quantization":
+        add("float32 (reference)", base, plain=True)
+        add("int8, store int8 / compute float32", base, encoding="int8")
+        add("int8, int8 x int8 -> int32 compute", base, encoding="int8", compute="int8")
+        qat = copy.deepcopy(base)
+        C.finetune(qat, splits["train"], tok, cfg(args.short_steps), qat="int8")
+        add(f"int8 QAT ({args.short_steps} steps)", qat, encoding="int8")
+        binary_enc = {n: "binary" for n, _ in C.qat_targets(base, "binary")}
+        add("binary blocks, post-training", base, encoding="int8", encodings=binary_enc,
+            note="block matrices 1 bit; embedding and head int8")
+        binq = copy.deepcopy(base)
+        C.finetune(binq, splits["train"], tok, cfg(args.binary_steps, warmup_steps=50), qat="binary")
+        add(f"binary blocks, QAT ({args.binary_steps} steps)", binq, encoding="int8", encodings=binary_enc,
+            note="block matrices 1 bit; embedding and head int8")
+    elif args.group == "pruning":
+        control = copy.deepcopy(base)
+        C.finetune(control, splits["train"], tok, cfg(args.steps))
+        add(f"float32 + {args.steps} more steps (control)", control, plain=True,
+            note="the same fine-tune the pruned models get, without pruning")
         m = copy.deepcopy(base)
-        C.apply_masks(m, C.magnitude_masks(m, sparsity))
-        add(f"magnitude {sparsity:.0%}, no fine-tune", m, encoding="sparse")
-        masks = C.magnitude_masks(m, sparsity)
+        C.apply_masks(m, C.magnitude_masks(m, 0.9))
+        add("magnitude 90%, no fine-tune", m, encoding="sparse")
+        masks = C.magnitude_masks(m, 0.9)
         C.finetune(m, splits["train"], tok, cfg(args.steps), masks=masks)
-        add(f"magnitude {sparsity:.0%}, masked fine-tune", m, encoding="sparse")
-    g = copy.deepcopy(base)
-    C.finetune(g, splits["train"], tok, cfg(args.steps),
-               sparsity_schedule=lambda s: C.cubic_sparsity(s, 0.9, 0, int(0.75 * args.steps)))
-    C.apply_masks(g, C.magnitude_masks(g, 0.9))
-    add("magnitude 90%, gradual (cubic)", g, encoding="sparse")
-    add("magnitude 90% + int8 values", g, encoding="int8_sparse")
-
-    importance = C.head_importance(base, splits["valid"], tok, max_len=max_len, max_batches=20)
-    remove = C.heads_to_prune(importance, 0.5)
-    heads = C.prune_heads(base, remove)
-    add("50% heads removed, no fine-tune", heads, encoding="float32", note=f"removed {remove}")
-    C.finetune(heads, splits["train"], tok, cfg(args.steps))
-    add("50% heads removed, fine-tuned", heads, encoding="float32", note=f"removed {remove}")
-    both = C.prune_ffn(C.prune_heads(base, remove), 0.5)
-    C.finetune(both, splits["train"], tok, cfg(args.steps))
-    add("50% heads + 50% FFN neurons, fine-tuned", both, encoding="float32")
-    add("50% heads + 50% FFN, fine-tuned, int8", both, encoding="int8")
-    json.dump({"base": str(args.base), "steps": args.steps, "rows": rows, "importance": importance.tolist(),
-               "removed_heads": {str(k): v for k, v in remove.items()}, "seconds": time.perf_counter() - t0},
-              open(RESULTS / "compression_table.json", "w"), indent=1)
+        add(f"magnitude 90%, masked fine-tune ({args.steps} steps)", m, encoding="sparse")
+        add("magnitude 90%, masked fine-tune, int8 values", m, encoding="int8_sparse")
+    elif args.group == "pruning_gradual_global":
+        # Zhu & Gupta 2017: sparsity rises with the cubic schedule over 2/3 of the steps, one global threshold
+        g = copy.deepcopy(base)
+        steps = args.long_steps
+        C.finetune(g, splits["train"], tok, C.FinetuneConfig(steps=steps, max_len=max_len, lr=args.long_lr, seed=0),
+                   sparsity_schedule=lambda t: C.cubic_sparsity(t, 0.9, 0, 2 * steps // 3), scope="global")
+        add(f"magnitude 90% global, gradual cubic ({steps} steps, lr {args.long_lr:g})", g, encoding="sparse")
+        add("magnitude 90% global, gradual, int8 values", g, encoding="int8_sparse")
+    elif args.group == "pruning_long_layer":
+        m = copy.deepcopy(base)
+        masks = C.magnitude_masks(m, 0.9)
+        C.finetune(m, splits["train"], tok, C.FinetuneConfig(steps=args.long_steps, max_len=max_len, lr=args.long_lr,
+                                                             seed=0), masks=masks)
+        add(f"magnitude 90%, masked fine-tune ({args.long_steps} steps, lr {args.long_lr:g})", m, encoding="sparse")
+    elif args.group == "heads_long":
+        importance = C.head_importance(base, splits["valid"], tok, max_len=max_len, max_batches=20)
+        remove = C.heads_to_prune(importance, 0.5)
+        heads = C.prune_heads(base, remove)
+        C.finetune(heads, splits["train"], tok, cfg(args.long_steps))
+        add(f"50% heads removed, fine-tuned ({args.long_steps} steps)", heads, encoding="float32",
+            note=f"removed {remove}")
+    else:
+        importance = C.head_importance(base, splits["valid"], tok, max_len=max_len, max_batches=20)
+        remove = C.heads_to_prune(importance, 0.5)
+        info.update(importance=importance.tolist(), removed_heads={str(k): v for k, v in remove.items()})
+        heads = C.prune_heads(base, remove)
+        add("50% heads removed, no fine-tune", heads, encoding="float32", note=f"removed {remove}")
+        C.finetune(heads, splits["train"], tok, cfg(args.steps))
+        add(f"50% heads removed, fine-tuned ({args.steps} steps)", heads, encoding="float32", note=f"removed {remove}")
+        both = C.prune_ffn(C.prune_heads(base, remove), 0.5)
+        C.finetune(both, splits["train"], tok, cfg(args.short_steps))
+        add(f"50% heads + 50% FFN neurons, fine-tuned ({args.short_steps} steps)", both, encoding="float32")
 
 
 def part_sweep(args, splits):
@@ -186,15 +212,14 @@ def part_sweep(args, splits):
         masks = C.magnitude_masks(m, sparsity)
         C.apply_masks(m, masks)
         before = evaluate(m, splits["test"], tok, max_len=max_len)
-        before_v = evaluate(m, splits["valid"], tok, max_len=max_len)
         C.finetune(m, splits["train"], tok, C.FinetuneConfig(steps=args.sweep_steps, max_len=max_len, lr=args.lr),
                    masks=masks)
         after = evaluate(m, splits["test"], tok, max_len=max_len)
-        after_v = evaluate(m, splits["valid"], tok, max_len=max_len)
         rows.append(dict(sparsity=sparsity, test_no_ft=before["accuracy"], test_ft=after["accuracy"],
-                         valid_no_ft=before_v["accuracy"], valid_ft=after_v["accuracy"],
                          auc_no_ft=before["auc"], auc_ft=after["auc"]))
         print(rows[-1], flush=True)
+        json.dump({"base": str(args.base), "steps": args.sweep_steps, "rows": rows, "seconds": time.perf_counter() - t0},
+                  open(RESULTS / "compression_sweep.json", "w"), indent=1)
     # does an unstructured-sparse matrix multiply faster? the FFN's first product, batch 64 x 40 tokens
     import scipy.sparse
     rng = np.random.default_rng(0)
@@ -233,6 +258,7 @@ def part_distill(args, splits):
     student_cfg = dict(d_model=args.student_d, n_heads=4 if args.student_d % 4 == 0 else 2, n_layers=args.student_layers,
                        d_ff=4 * args.student_d, max_len=max_len, dropout=0.1, norm=teacher.config["norm"],
                        pooling=teacher.config["pooling"])
+    print(f"student: {TransformerClassifier(tok.vocab_size, 2, **student_cfg).num_parameters():,} parameters")
     result = {"teacher": str(args.teacher), "teacher_parameters": teacher.num_parameters(),
               "teacher_test_accuracy": t_test["accuracy"], "teacher_test_auc": t_test["auc"],
               "teacher_valid_accuracy": t_valid["accuracy"], "student": student_cfg, "steps": args.distill_steps,
@@ -240,12 +266,12 @@ def part_distill(args, splits):
 
     def run(mode, seed, temperature=2.0, alpha=0.5):
         student = TransformerClassifier(tok.vocab_size, 2, seed=seed, **student_cfg)
-        cfg = C.FinetuneConfig(steps=args.distill_steps, lr=1e-3, warmup_steps=100, max_len=max_len, seed=seed,
+        cfg = C.FinetuneConfig(steps=args.distill_steps, lr=args.distill_lr, warmup_steps=100, max_len=max_len, seed=seed,
                                temperature=temperature, alpha=alpha)
         C.finetune(student, splits["train"], tok, cfg, teacher_logits=None if mode == "alone" else logits,
                    hard_labels=mode == "hard")
         v = evaluate(student, splits["valid"], tok, max_len=max_len)
-        t = evaluate(student, splits["test"], tok, max_len=max_len)
+        t = evaluate(student, splits["test"], tok, max_len=max_len)   # reported, never used to choose
         row = dict(mode=mode, seed=seed, temperature=temperature, alpha=alpha, valid_accuracy=v["accuracy"],
                    test_accuracy=t["accuracy"], test_auc=t["auc"], parameters=student.num_parameters())
         print(row, flush=True)
@@ -253,7 +279,7 @@ def part_distill(args, splits):
         return row, student
 
     # 1. T and alpha on validation (seed 0)
-    for temperature in (1.0, 2.0, 4.0):
+    for temperature in (2.0,):
         for alpha in (0.5, 0.9):
             result["choice"].append(run("soft", 0, temperature, alpha)[0])
             json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
@@ -281,10 +307,10 @@ def part_figure(args, splits):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    table = json.load(open(RESULTS / "compression_table.json"))
+    table_rows, _ = load_table_rows()
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v"}
-    for row in table["rows"]:
+    for row in table_rows:
         key = next((k for k in markers if row["method"].startswith(k)), "o")
         ax.scatter(row["bytes"] / 1e6, row["test_accuracy"], marker=markers[key], s=50)
         ax.annotate(row["method"], (row["bytes"] / 1e6, row["test_accuracy"]), fontsize=7,
@@ -297,7 +323,7 @@ def part_figure(args, splits):
             ax.scatter(r["bytes"] / 1e6, r["test_accuracy"], marker="*", s=120, color="k")
             ax.annotate(r["method"], (r["bytes"] / 1e6, r["test_accuracy"]), fontsize=7, xytext=(4, 2),
                         textcoords="offset points")
-    ref = table["rows"][0]
+    ref = table_rows[0]
     ax.axhline(ref["test_accuracy"], color="grey", lw=0.8, ls="--")
     ax.axhline(ref["test_accuracy"] - 0.02, color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
@@ -311,20 +337,45 @@ def part_figure(args, splits):
     print(f"wrote {path}")
 
 
+def part_markdown(args, splits):
+    """Print the table as Markdown (the README's), from the JSON the other parts wrote."""
+    rows, _ = load_table_rows()
+    timing_path = RESULTS / "compression_timing.json"
+    timing = {r["method"]: r for r in json.load(open(timing_path))["rows"]} if timing_path.exists() else {}
+    distill = RESULTS / "compression_distill.json"
+    if distill.exists() and "student_row" in json.load(open(distill)):
+        rows.append(json.load(open(distill))["student_row"])
+    ref = rows[0]
+    print("| method | bytes on disk | smaller | non-zero parameters | test accuracy | AUC "
+          "| ms / review, batch 1 | s / 1,000 reviews, batch 64 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        t = timing.get(r["method"])
+        b1 = f"{t['ms_per_review_b1']:.2f} ({t['speed_b1']:.2f}×)" if t else "–"
+        b64 = f"{t['s_per_1000_b64']:.2f} ({t['speed_b64']:.2f}×)" if t else "–"
+        print(f"| {r['method']} | {r['bytes']:,} | {ref['bytes'] / r['bytes']:.1f}× | {r['nonzero']:,} "
+              f"| {r['test_accuracy']:.4f} | {r['test_auc']:.4f} | {b1} | {b64} |")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--part", nargs="+", choices=["table", "sweep", "distill", "timing", "figure"], default=["table"])
+    p.add_argument("--part", nargs="+", choices=["table", "sweep", "distill", "timing", "figure", "markdown"], default=["table"])
     p.add_argument("--timing-rounds", type=int, default=3)
-    p.add_argument("--timing-b1", type=int, default=100, help="reviews timed one at a time")
-    p.add_argument("--timing-b64", type=int, default=640, help="reviews timed in batches of 64")
+    p.add_argument("--timing-b1", type=int, default=50, help="reviews timed one at a time")
+    p.add_argument("--timing-b64", type=int, default=256, help="reviews timed in batches of 64")
     p.add_argument("--base", default=str(ROOT / "notebooks" / "assets" / "classifier_small.npz"))
     p.add_argument("--teacher", default=None, help="teacher checkpoint for distill (default: --base)")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "compression"), help="where the compressed files go")
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps after pruning and for int8 QAT")
-    p.add_argument("--binary-steps", type=int, default=1000, help="steps of binary QAT")
+    p.add_argument("--binary-steps", type=int, default=400, help="steps of binary QAT")
+    p.add_argument("--long-steps", type=int, default=1000, help="steps of the longer fine-tune after removing heads")
+    p.add_argument("--long-lr", type=float, default=1e-3, help="learning rate of the longer pruning fine-tunes")
+    p.add_argument("--short-steps", type=int, default=150, help="steps of int8 QAT and of heads + FFN fine-tuning")
+    p.add_argument("--group", choices=TABLE_GROUPS, default="quantization", help="which rows of the table")
     p.add_argument("--sweep-steps", type=int, default=200, help="masked fine-tuning steps in the sweep")
-    p.add_argument("--distill-steps", type=int, default=1500, help="student training steps")
-    p.add_argument("--student-d", type=int, default=48)
+    p.add_argument("--distill-steps", type=int, default=800, help="student training steps")
+    p.add_argument("--student-d", type=int, default=20, help="student width (20: 23 %% of classifier_small)")
+    p.add_argument("--distill-lr", type=float, default=2e-3)
     p.add_argument("--student-layers", type=int, default=1)
     p.add_argument("--lr", type=float, default=3e-4)
     args = p.parse_args()
@@ -333,7 +384,7 @@ def main():
     splits = load_corpus()
     for part in args.part:
         {"table": part_table, "sweep": part_sweep, "distill": part_distill, "timing": part_timing,
-         "figure": part_figure}[part](args, splits)
+         "figure": part_figure, "markdown": part_markdown}[part](args, splits)
 
 
 if __name__ == "__main__":

@@ -256,13 +256,20 @@ display(HTML("<table><tr><th>file</th><th>bytes</th><th>smaller by</th><th>accur
 # read the ratios to the float32 row.
 
 # %%
-table = json.load(open(RESULTS / "compression_table.json"))
+table_rows = []
+for group in ("quantization", "pruning", "pruning_gradual_global", "pruning_long_layer", "heads", "heads_long"):   # the benchmark runs the table in groups
+    if (RESULTS / f"compression_table_{group}.json").exists():
+        table_rows += json.load(open(RESULTS / f"compression_table_{group}.json"))["rows"]
+distill_path = RESULTS / "compression_distill.json"
+distill = json.load(open(distill_path)) if distill_path.exists() else {}
+if "student_row" in distill:
+    table_rows.append(distill["student_row"])
 timing_path = RESULTS / "compression_timing.json"
 timing = {r["method"]: r for r in json.load(open(timing_path))["rows"]} if timing_path.exists() else {}
-ref = table["rows"][0]
+ref = table_rows[0]
 html = ("<table><tr><th>method</th><th>bytes on disk</th><th>smaller by</th><th>non-zero parameters</th>"
         "<th>test accuracy</th><th>AUC</th><th>ms / review (batch 1)</th><th>s / 1,000 (batch 64)</th></tr>")
-for r in table["rows"]:
+for r in table_rows:
     t = timing.get(r["method"], {})
     b1 = f"{t['ms_per_review_b1']:.2f} ({t['speed_b1']:.2f}×)" if t else "–"
     b64 = f"{t['s_per_1000_b64']:.2f} ({t['speed_b64']:.2f}×)" if t else "–"
@@ -298,9 +305,8 @@ for k, v in sweep["matmul"].items():
 # validation), three seeds each.
 
 # %%
-distill_path = RESULTS / "compression_distill.json"
-if distill_path.exists():
-    d = json.load(open(distill_path))
+if distill:
+    d = distill
     print(f"teacher: {d['teacher_parameters']:,} parameters, test accuracy {d['teacher_test_accuracy']:.4f}")
     print("chosen on validation:", d.get("chosen"))
     for mode in ("alone", "hard", "soft"):

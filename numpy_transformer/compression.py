@@ -459,7 +459,7 @@ def qat_targets(model, qat):
 
 
 def finetune(model, train: Dataset, tokenizer, config: FinetuneConfig | None = None, masks=None,
-             sparsity_schedule=None, qat=None, teacher_logits=None, hard_labels=False, log=None):
+             sparsity_schedule=None, qat=None, teacher_logits=None, hard_labels=False, log=None, scope="layer"):
     r"""Train ``model`` for ``config.steps`` steps of AdamW (warm-up then cosine decay).
 
     One loop, four uses, each an option:
@@ -468,7 +468,8 @@ def finetune(model, train: Dataset, tokenizer, config: FinetuneConfig | None = N
       their gradient is zeroed, after the update their value is zeroed again
       (AdamW's decay and momentum never bring them back).
     * ``sparsity_schedule(step) -> sparsity``: gradual magnitude pruning; the
-      masks are recomputed (per layer) every 10 steps from the current weights.
+      masks are recomputed every 10 steps from the current weights (``scope``
+      "layer" or "global", as in `magnitude_masks`).
     * ``qat`` "int8" | "binary": quantization-aware training. Before each
       forward the float weights are kept aside and the quantized ones put in
       their place; backward gives the gradient for the quantized weights, the
@@ -506,7 +507,7 @@ def finetune(model, train: Dataset, tokenizer, config: FinetuneConfig | None = N
             optimizer.lr = warmup_cosine(step, config.lr, min(config.warmup_steps, config.steps),
                                          config.steps, config.lr * 0.01)
             if sparsity_schedule is not None and (step == 1 or step % 10 == 0):
-                masks = magnitude_masks(model, sparsity_schedule(step))
+                masks = magnitude_masks(model, sparsity_schedule(step), scope)
                 apply_masks(model, masks)
             # 1. QAT: the forward pass sees the quantized weights
             shadows = []
