@@ -307,26 +307,26 @@ def part_figure(args, splits):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     table_rows, _ = load_table_rows()
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v"}
-    for row in table_rows:
-        key = next((k for k in markers if row["method"].startswith(k)), "o")
-        ax.scatter(row["bytes"] / 1e6, row["test_accuracy"], marker=markers[key], s=50)
-        ax.annotate(row["method"], (row["bytes"] / 1e6, row["test_accuracy"]), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
     distill = RESULTS / "compression_distill.json"
-    if distill.exists():
-        d = json.load(open(distill))
-        if "student_row" in d:
-            r = d["student_row"]
-            ax.scatter(r["bytes"] / 1e6, r["test_accuracy"], marker="*", s=120, color="k")
-            ax.annotate(r["method"], (r["bytes"] / 1e6, r["test_accuracy"]), fontsize=7, xytext=(4, 2),
-                        textcoords="offset points")
+    if distill.exists() and "student_row" in json.load(open(distill)):
+        table_rows.append(json.load(open(distill))["student_row"])
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v", "distilled": "*"}
+    for i, row in enumerate(table_rows, start=1):
+        key = next((k for k in markers if row["method"].startswith(k)), "o")
+        ax.scatter(row["bytes"] / 1e6, row["test_accuracy"], marker=markers[key], s=60,
+                   label=f"{i}. {row['method']}")
+        ax.annotate(str(i), (row["bytes"] / 1e6, row["test_accuracy"]), fontsize=8, xytext=(5, 3),
+                    textcoords="offset points")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ref = table_rows[0]
     ax.axhline(ref["test_accuracy"], color="grey", lw=0.8, ls="--")
     ax.axhline(ref["test_accuracy"] - 0.02, color="grey", lw=0.5, ls=":")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("file size on disk (MB, log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title("Compressing the classifier: accuracy against file size\n"

@@ -122,9 +122,9 @@ fig, axes = plt.subplots(1, 2, figsize=(13, 3.2))
 im = axes[0].imshow((err / s).T[:64], aspect="auto", cmap="coolwarm", vmin=-0.5, vmax=0.5)
 axes[0].set_xlabel("input row i")
 axes[0].set_ylabel("output column j (first 64)")
-axes[0].set_title("(w − ŵ) / s_j")
+axes[0].set_title("(w − w_hat) / s_j")
 fig.colorbar(im, ax=axes[0])
-axes[1].plot(np.abs(err).max(axis=0), ".", ms=3, label="largest |w − ŵ| in the column")
+axes[1].plot(np.abs(err).max(axis=0), ".", ms=3, label="largest |w − w_hat| in the column")
 axes[1].plot(s / 2, lw=1, label="s_j / 2")
 per_tensor = np.abs(W).max() / 127
 axes[1].axhline(per_tensor / 2, color="C3", ls="--", lw=1, label="half a step with one scale for all")
@@ -176,12 +176,12 @@ fig, ax = plt.subplots(figsize=(5, 2.4))
 im = ax.imshow(importance, cmap="viridis")
 for l, heads in remove.items():
     for h in heads:
-        ax.text(h, l, "✗", ha="center", va="center", color="w", fontsize=14)
+        ax.text(h, l, "x", ha="center", va="center", color="w", fontsize=14)
 ax.set_xticks(range(4))
 ax.set_yticks(range(2))
 ax.set_xlabel("head")
 ax.set_ylabel("layer")
-ax.set_title("importance |∂L/∂ξ_h| (✗ = removed)")
+ax.set_title("importance |∂L/∂ξ_h| (x = removed)")
 fig.colorbar(im, ax=ax)
 print("heads to remove:", remove)
 
@@ -295,7 +295,7 @@ ax.set_xlabel("sparsity of the weight matrices")
 ax.set_ylabel("test accuracy")
 ax.legend()
 fig.tight_layout()
-for k, v in sweep["matmul"].items():
+for k, v in sweep.get("matmul", {}).items():
     print(f"sparsity {float(k):.2f}: dense matmul {v['dense_ms']:.3f} ms, SciPy CSR {v['csr_ms']:.3f} ms "
           f"(shape {sweep['matmul_shape']})")
 
@@ -338,7 +338,7 @@ fig, axes = plt.subplots(1, 2, figsize=(15, 4.8))
 def box(ax, xy, text, color):
     ax.text(*xy, text, ha="center", va="center", fontsize=9, bbox=dict(boxstyle="round", fc=color, ec="k", lw=0.6))
 def arrow(ax, a, b, **kw):
-    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", lw=0.8, **kw))
+    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", lw=0.8, shrinkA=18, shrinkB=18, **kw))
 ax = axes[0]
 ax.set_title("the article's graph (wrong): compression → transfer → zero-shot")
 seed_nodes = {"结构剪枝\nstructured pruning": (0.15, 0.8), "整数量化\ninteger quant.": (0.15, 0.5),
@@ -355,8 +355,7 @@ nodes = {"pre-trained model": (0.5, 0.85), "transfer\nfine-tune, adapt domains":
          "any trained model": (0.5, 0.12), "pruning · quantization\n(combine with each other)": (0.85, 0.12)}
 for t, xy in nodes.items():
     box(ax, xy, t, "#d9ead3" if "pre-trained" in t or "any" in t else "#cfe2f3")
-for a, b, label in [(0, 1, "fine-tune"), (0, 2, "use as is"), (0, 3, "is the teacher"), (4, 5, "shrink"),
-                    (3, 5, "")]:
+for a, b, label in [(0, 1, "fine-tune"), (0, 2, "use as is"), (0, 3, "is the teacher"), (4, 5, "shrink")]:
     pa, pb = list(nodes.values())[a], list(nodes.values())[b]
     arrow(ax, pa, pb, color="k")
     if label:
