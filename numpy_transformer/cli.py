@@ -7,6 +7,7 @@ Commands
   predict    label and probability for each text given
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
+  compress   prune, quantize or distill a checkpoint (commands/compress.py)
 
 Bad input (an empty text, a missing file, a malformed TSV ...) ends with one
 line ``error: ...`` on stderr and exit status 2, never a traceback.
