@@ -74,15 +74,18 @@ class _TransformerBase(Module):
     """What both models share: embedding, positional encoding, dropout, encoder; config round trip."""
 
     def _build_trunk(self, vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                     activation, scale_embeddings, rng, dtype, attention_dropout=0.0):
+                     activation, scale_embeddings, rng, dtype, attention_dropout=0.0, attention_options=None):
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.scale_embeddings = scale_embeddings
         self.embed = Embedding(vocab_size, d_model, rng=rng, dtype=dtype)
         self.pos = PositionalEncoding(max_len, d_model, kind=pos_encoding, rng=rng, dtype=dtype)
         self.drop = Dropout(dropout, rng)
+        options = dict(attention_options or {})
+        if pos_encoding in PositionalEncoding.RELATIVE:      # RoPE, ALiBi: positions inside every attention layer
+            options["position"] = pos_encoding
         self.encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout=dropout, norm=norm,
                                           activation=activation, attention_dropout=attention_dropout, rng=rng,
-                                          dtype=dtype)
+                                          dtype=dtype, attention_options=options)
         # sqrt(D) as a Python float: a NumPy float64 scalar would upcast float32 activations.
         self._embed_scale = math.sqrt(d_model) if scale_embeddings else 1.0
 
@@ -158,7 +161,8 @@ class TransformerClassifier(_TransformerBase):
     Args: vocab_size V, num_classes C; d_model D, n_heads H, n_layers L, d_ff F;
     max_len (the longest T); dropout; attention_dropout (on the attention
     weights, default 0: off); norm "post" | "pre" | "parallel"
-    (errata E2); pos_encoding "sinusoidal" | "learned" | "seed" (E1);
+    (errata E2); pos_encoding "sinusoidal" | "learned" | "seed" (E1) |
+    "rope" | "alibi" (relative positions inside attention, the long-text chapter);
     pooling; activation "relu" | "gelu"; scale_embeddings (multiply the
     embedding by sqrt(D) as in Vaswani §3.4); seed (one Generator for the
     initial weights and, afterwards, the dropout masks); dtype.
