@@ -544,6 +544,30 @@ def causal_mask(Tq, Tk=None):
     return np.tril(np.ones((Tq, Tk), dtype=bool))
 
 
+def local_attention_mask(T, window, causal=False, n_global=0):
+    r"""(T, T) boolean band mask of sliding-window attention, with optional global tokens (long text).
+
+    .. math::
+        M_{ij} = \big[\,|i-j| \le w\,\big] \ \text{(encoder)}, \qquad
+        M_{ij} = \big[\,0 \le i-j \le w\,\big] \ \text{(causal)}, \qquad
+        \text{or } i < g \text{ or } j < g
+
+    Each query sees the ``window`` keys before it (and after it, for the
+    encoder) and itself; the first ``n_global`` positions (a [CLS] token) see
+    and are seen by everyone, as in Longformer (Beltagy et al. 2020) -- in a
+    causal model still only looking back. Combine with other masks by ``&``.
+    With this mask the full attention is local but still costs T²;
+    `local_attention.local_attention` skips the blocks the band leaves out.
+    """
+    if T < 1 or window < 0 or not 0 <= n_global <= T:
+        raise ValueError(f"T, window, n_global: expected T >= 1, window >= 0 and 0 <= n_global <= T, "
+                         f"got T={T}, window={window}, n_global={n_global}")
+    offset = np.arange(T)[:, None] - np.arange(T)[None, :]               # (T, T): i - j
+    band = (offset >= 0) & (offset <= window) if causal else np.abs(offset) <= window
+    glob = (np.arange(T)[:, None] < n_global) | (np.arange(T)[None, :] < n_global)
+    return band | (glob & (offset >= 0) if causal else glob)
+
+
 def padding_mask(valid):
     """Turn a (B, T) "is a real token" mask into a (B, 1, 1, T) key mask.
 

@@ -48,6 +48,7 @@ import numpy as np
 from . import functional as F
 from . import fast
 from .backend import get_array_module, to_device, to_numpy
+from .local_attention import local_attention, local_attention_backward
 
 __all__ = ["Parameter", "Module", "Linear", "Embedding", "PositionalEncoding", "LayerNorm", "Dropout",
            "MultiHeadAttention", "FeedForward", "TransformerBlock", "TransformerEncoder"]
@@ -542,6 +543,15 @@ class MultiHeadAttention(Module):
     scores (`functional.alibi_bias`); None (the default) leaves positions to
     the model's `PositionalEncoding`.
 
+    ``local_window`` (an integer w, default None: full attention) makes the
+    attention local: each query reads the w keys before it (and after it,
+    unless ``local_causal``), and the first ``global_tokens`` positions read
+    and are read by every position (`functional.local_attention_mask`). The
+    plain path applies that band mask to the full attention; the fast path
+    runs `local_attention.local_attention`, which skips the key blocks
+    outside the band (time and memory T·w) and keeps no (T, T) weights:
+    ``last_attention`` is then None (switch to the plain path to plot them).
+
     forward(x, mask=None): x (B, T, D); mask boolean, broadcastable to
     (B, H, T, T), True = may attend (a padding mask (B, 1, 1, T) and/or a
     causal mask (T, T), combined with ``&``). Returns y (B, T, D). The
@@ -552,11 +562,19 @@ class MultiHeadAttention(Module):
     POSITIONS = (None, "rope", "alibi")
 
     def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None,
-                 dtype=np.float32, position=None):
+                 dtype=np.float32, position=None, local_window=None, local_causal=False, global_tokens=0,
+                 local_block_size=64):
         super().__init__()
         _check_heads(d_model, n_heads)
         _check_choice("position", position, self.POSITIONS)
         self.position = position
+        if local_window is not None and (isinstance(local_window, bool) or not isinstance(local_window, (int, np.integer))
+                                         or local_window < 0):
+            raise ValueError(f"local_window: expected None or an integer >= 0, got {local_window!r}")
+        if isinstance(global_tokens, bool) or not isinstance(global_tokens, (int, np.integer)) or global_tokens < 0:
+            raise ValueError(f"global_tokens: expected an integer >= 0, got {global_tokens!r}")
+        self.local_window, self.local_causal = local_window, bool(local_causal)
+        self.global_tokens, self.local_block_size = int(global_tokens), int(local_block_size)
         if not 0.0 <= attention_dropout < 1.0:
             raise ValueError(f"attention_dropout: expected a probability in [0, 1), got {attention_dropout}")
         rng = _require_rng(rng, "MultiHeadAttention")
@@ -611,20 +629,33 @@ class MultiHeadAttention(Module):
         elif self.position == "alibi":
             bias = get_array_module(x).asarray(F.alibi_bias(H, T, dtype=q.dtype))    # (H, T, T)
         # 2. every head attends on its own, 3. the heads are concatenated again
-        if self.fast:
+        local = self.local_window is not None
+        if local and self.fast:
+            # only the key blocks inside the band: time and memory T * w (long text; no (T, T) weights kept)
+            heads, attn_cache = local_attention(
+                q, k, v, self.local_window, causal=self.local_causal, n_global=min(self.global_tokens, T),
+                mask=mask, alibi_slopes=F.alibi_slopes(H) if self.position == "alibi" else None,
+                block_size=self.local_block_size)
+            weights, merged = None, F.merge_heads(heads)                             # (B, T, D)
+        elif self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
             merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
             _, weights, attn_cache = fast.scaled_dot_product_attention_fast(
                 q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
                 training=self.training, bias=bias)
         else:
+            if local:   # the band mask on the full attention: simple, and T^2
+                band = get_array_module(x).asarray(F.local_attention_mask(
+                    T, self.local_window, self.local_causal, min(self.global_tokens, T)))  # (T, T)
+                mask = band if mask is None else band & mask
             heads, weights, attn_cache = F.scaled_dot_product_attention(                # (B, H, T, Dh), (B, H, T, T)
                 q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training, bias=bias)
             merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H))
+        self._cache = (proj_cache, (self.fast and not local, attn_cache), out_cache, (B, T, H))
+        self._local_fast = local and self.fast
         return y
 
     def backward(self, dout):
@@ -644,6 +675,8 @@ class MultiHeadAttention(Module):
             dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
             if was_fast:            # the fast backward writes into the view itself: no copy at all
                 fast.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
+            elif self._local_fast:
+                dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = local_attention_backward(dheads, attn_cache)
             else:
                 dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = F.scaled_dot_product_attention_backward(
                     dheads, attn_cache)                                           # one copy each
@@ -657,6 +690,7 @@ class MultiHeadAttention(Module):
                 self.b_qkv.grad += db_qkv
             return dx
         attention_backward = (fast.scaled_dot_product_attention_fast_backward if was_fast
+                              else local_attention_backward if self._local_fast
                               else F.scaled_dot_product_attention_backward)
         dq, dk, dv = attention_backward(dheads, attn_cache)                      # (B, H, T, Dh) each
         if self.position == "rope":
@@ -676,6 +710,8 @@ class MultiHeadAttention(Module):
     def _extra_repr(self):
         extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
         extra += f", position={self.position!r}" if self.position else ""
+        extra += (f", local_window={self.local_window}, local_causal={self.local_causal}, "
+                  f"global_tokens={self.global_tokens}" if self.local_window is not None else "")
         return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}{extra}"
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from numpy_transformer import functional as F
 from numpy_transformer import fast
+from numpy_transformer.local_attention import local_attention, local_attention_backward
 from numpy_transformer.backend import (
     GPUUnavailableError,
     device_of,
@@ -302,6 +303,17 @@ def attention_with_alibi_bias(dev, dtype):
     return out
 
 
+@functional_case(F.padding_mask, local_attention, local_attention_backward)
+def local_attention_blocked(dev, dtype):
+    """The blocked sliding-window kernel: band and block indices on the CPU, scores on the device."""
+    q, k, v = (dev(_host((2, 2, 7, 3), dtype, seed)) for seed in (0, 1, 2))
+    mask = F.padding_mask(dev(np.arange(7)[None, :] < np.array([[7], [4]])))
+    out, cache = local_attention(q, k, v, 2, causal=False, n_global=1, mask=mask,
+                                 alibi_slopes=F.alibi_slopes(2), block_size=2, key_block_size=3)
+    dq, dk, dv = local_attention_backward(dev(_host((2, 2, 7, 3), dtype, 3)), cache)
+    return {"out": out, "dq": dq, "dk": dk, "dv": dv}
+
+
 @functional_case(fast.layernorm_fast, fast.layernorm_fast_backward)
 def layernorm_fast(dev, dtype):
     y, cache = fast.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
@@ -376,7 +388,7 @@ def test_strict_cases_cover_every_forward_and_backward_in_functional():
               if inspect.isfunction(obj) and not name.startswith("_") and obj.__module__ == module.__name__}
     # Tables computed on the CPU from sizes alone: no array input, nothing to put on a device.
     host_tables = {"sinusoidal_positional_encoding", "seed_positional_encoding", "causal_mask",
-                   "rope_frequencies", "alibi_bias"}
+                   "rope_frequencies", "alibi_bias", "local_attention_mask"}
     assert public - host_tables - COVERED == set()
 
 
