@@ -11,6 +11,9 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
          layernorm_backward(dy, xhat, rstd, gamma)    -> dx, dgamma, dbeta
     ex4  cross_entropy_backward(logits, targets)      -> dlogits       (of the *mean* loss)
     ex5  positional_encoding(T, D)                    -> PE (T, D)
+    ex6  rope_forward(x)                              -> y             (RoPE, the long-text chapter)
+         rope_backward(dy)                            -> dx
+         rope_attention(q, k, v)                      -> out
 
 and each has a ``check_<name>(fn)`` here. A check runs the student's function
 on a few fixed inputs, easy ones first, and stops at the first problem:
@@ -57,7 +60,7 @@ __all__ = [
     "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
-    "check_positional_encoding",
+    "check_positional_encoding", "check_rope_forward", "check_rope_backward", "check_rope_attention",
 ]
 
 SOLUTIONS_ENV = "NT_SOLUTIONS"
@@ -203,6 +206,43 @@ class _Solutions:
         pe[:, 0::2] = np.sin(angle)
         pe[:, 1::2] = np.cos(angle[:, : D // 2])               # odd D: the last sine has no cosine partner
         return pe
+
+    @staticmethod
+    def rope_forward(x):
+        """x (..., T, D), D even -> y: the pair (2i, 2i+1) of row t turned by the angle t * 10000^(-2i/D)."""
+        T, D = x.shape[-2:]
+        theta = 10000.0 ** (-np.arange(0, D, 2) / D)           # (D/2,) one frequency per pair
+        angle = np.arange(T)[:, None] * theta[None, :]         # (T, D/2): position t times frequency i
+        cos, sin = np.cos(angle), np.sin(angle)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]             # the two members of every pair
+        y = np.empty_like(x)
+        y[..., 0::2] = x_even * cos - x_odd * sin              # a 2-D rotation of each pair
+        y[..., 1::2] = x_even * sin + x_odd * cos
+        return y
+
+    @staticmethod
+    def rope_backward(dy):
+        """dy (..., T, D) -> dx: the transpose of a rotation is the rotation by the opposite angle."""
+        T, D = dy.shape[-2:]
+        theta = 10000.0 ** (-np.arange(0, D, 2) / D)
+        angle = np.arange(T)[:, None] * theta[None, :]
+        cos, sin = np.cos(angle), np.sin(angle)
+        dy_even, dy_odd = dy[..., 0::2], dy[..., 1::2]
+        dx = np.empty_like(dy)
+        # in the forward pass this was: y_even = x_even cos - x_odd sin, y_odd = x_even sin + x_odd cos
+        dx[..., 0::2] = dy_even * cos + dy_odd * sin
+        dx[..., 1::2] = -dy_even * sin + dy_odd * cos
+        return dx
+
+    @staticmethod
+    def rope_attention(q, k, v):
+        """q, k, v (..., T, D) -> out (..., T, D): attention with RoPE on q and k (never on v)."""
+        q, k = _Solutions.rope_forward(q), _Solutions.rope_forward(k)    # the same rotation for both
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])          # (..., T, T)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+        return weights @ v
 
 
 solutions = _Solutions()
@@ -615,6 +655,86 @@ def _mistake_pe_positions_from_one(T, D):
 
 def _mistake_pe_transposed(T, D):
     return solutions.positional_encoding(T, D).T
+
+
+# ---- RoPE (the long-text chapter) ----------------------------------------- #
+
+def _rope_variant(x, layout="pairs", exponent=2.0, sign=1.0, first_position=0):
+    """RoPE with one slip: pairs (i, i + D/2) ("halves"), the exponent's 2i scaled, the angle's sign, positions."""
+    T, D = x.shape[-2:]
+    i = np.arange(D // 2)
+    theta = 10000.0 ** (-exponent * i / D)
+    angle = sign * np.arange(first_position, first_position + T)[:, None] * theta[None, :]
+    cos, sin = np.cos(angle), np.sin(angle)
+    first, second = (x[..., 0::2], x[..., 1::2]) if layout == "pairs" else (x[..., :D // 2], x[..., D // 2:])
+    y = np.empty_like(x)
+    a, b = first * cos - second * sin, first * sin + second * cos
+    if layout == "pairs":
+        y[..., 0::2], y[..., 1::2] = a, b
+    else:
+        y[..., :D // 2], y[..., D // 2:] = a, b
+    return y
+
+
+def _mistake_rope_halves(x):
+    return _rope_variant(x, layout="halves")
+
+
+def _mistake_rope_exponent_halved(x):
+    return _rope_variant(x, exponent=1.0)
+
+
+def _mistake_rope_exponent_doubled(x):
+    return _rope_variant(x, exponent=4.0)
+
+
+def _mistake_rope_clockwise(x):
+    return _rope_variant(x, sign=-1.0)
+
+
+def _mistake_rope_positions_from_one(x):
+    return _rope_variant(x, first_position=1)
+
+
+def _mistake_rope_backward_same_sign(dy):
+    return _rope_variant(dy)                                   # the forward rotation again, R instead of R^T
+
+
+def _mistake_rope_backward_halves(dy):
+    return _rope_variant(dy, layout="halves", sign=-1.0)
+
+
+def _mistake_rope_backward_identity(dy):
+    return dy.copy()
+
+
+def _mistake_rope_backward_exponent_halved(dy):
+    return _rope_variant(dy, exponent=1.0, sign=-1.0)
+
+
+def _rope_attention_with(q, k, v):
+    scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    return _softmax_last(scores) @ v
+
+
+def _mistake_rope_attention_rotated_v(q, k, v):
+    return _rope_attention_with(_rope_variant(q), _rope_variant(k), _rope_variant(v))
+
+
+def _mistake_rope_attention_mixed_pairs(q, k, v):
+    return _rope_attention_with(_rope_variant(q), _rope_variant(k, layout="halves"), v)
+
+
+def _mistake_rope_attention_only_q(q, k, v):
+    return _rope_attention_with(_rope_variant(q), k, v)
+
+
+def _mistake_rope_attention_no_rope(q, k, v):
+    return _rope_attention_with(q, k, v)
+
+
+def _mistake_rope_attention_no_scale(q, k, v):
+    return _softmax_last(_rope_variant(q) @ _rope_variant(k).swapaxes(-1, -2)) @ v
 
 
 # --------------------------------------------------------------------------- #
@@ -1115,6 +1235,33 @@ def _positional_encoding_cases():
     ]
 
 
+def _rope_cases(kind):
+    cases = []
+    for seed, shape, label in ((60, (6, 8), "x (6, 8): T = 6 positions, D = 8"),
+                               (61, (2, 3, 5, 4), "x (2, 3, 5, 4): batch and heads in front, T = 5, D = 4")):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=shape)
+        hint = "" if len(shape) == 2 else "Only the last two axes are (T, D): rotate every row of every head alike."
+        if kind == "forward":
+            cases.append(_Case(label, (x,), (F.rope(x)[0],), None, hint))
+        else:
+            dy = rng.normal(size=shape)
+            grads = _gradients(lambda x: F.rope(x)[0], {"x": x.copy()}, dy, ("x",))
+            cases.append(_Case(label.replace("x (", "dy ("), (dy,), (F.rope_backward(dy, F.rope(x)[1]),), grads,
+                               hint))
+    return cases
+
+
+def _rope_attention_cases():
+    cases = []
+    for seed, shape, label in ((62, (6, 8), "q, k, v (6, 8)"), (63, (2, 5, 4), "q, k, v (2, 5, 4)")):
+        rng = np.random.default_rng(seed)
+        q, k, v = (rng.normal(size=shape) for _ in range(3))
+        out, _, _ = F.scaled_dot_product_attention(F.rope(q)[0], F.rope(k)[0], v)
+        cases.append(_Case(label, (q, k, v), (out,)))
+    return cases
+
+
 # --------------------------------------------------------------------------- #
 # The exercises: signature, cases and known mistakes of each
 # --------------------------------------------------------------------------- #
@@ -1356,6 +1503,65 @@ _EXERCISES = {ex.name: ex for ex in (
         ),
         shape_notes={"PE": "PE has one row per position and one column per dimension: (T, D)."},
     ),
+    _Exercise(
+        "rope_forward", ("x",), ("y",), lambda: _rope_cases("forward"),
+        (
+            _Mistake("halves", "paired feature i with i + D/2 (GPT-NeoX's layout) instead of the neighbours "
+                               "(2i, 2i + 1)",
+                     "Both layouts are RoPE if q and k use the same one, but mixing them (your q, a library's k) "
+                     "breaks the offset property. This exercise and functional.rope pair x[..., 0::2] with "
+                     "x[..., 1::2].", _mistake_rope_halves),
+            _Mistake("exponent_halved", "used i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "θ_i = 10000^(−2i/D) with i the pair index: the exponent runs over np.arange(0, D, 2) / D.",
+                     _mistake_rope_exponent_halved),
+            _Mistake("exponent_doubled", "used 4i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "np.arange(0, D, 2) already holds 2i: do not multiply it by 2 again.",
+                     _mistake_rope_exponent_doubled),
+            _Mistake("clockwise", "turned each pair by −tθ (the sine's sign is flipped)",
+                     "A rotation by +a: (x, y) -> (x cos a − y sin a, x sin a + y cos a).", _mistake_rope_clockwise),
+            _Mistake("positions_from_one", "counted positions from 1",
+                     "Position 0 is not rotated at all: angles np.arange(T) * θ.", _mistake_rope_positions_from_one),
+        ),
+        shape_notes={"y": "RoPE only turns pairs of features: y has the shape of x."},
+    ),
+    _Exercise(
+        "rope_backward", ("dy",), ("dx",), lambda: _rope_cases("backward"),
+        (
+            _Mistake("same_sign", "applied the forward rotation again: the wrong sign in the backward",
+                     "dx = R^T dy, and the transpose of a rotation by a is the rotation by −a: flip the sign "
+                     "of the sine terms.", _mistake_rope_backward_same_sign),
+            _Mistake("halves", "paired feature i with i + D/2 in the backward",
+                     "The backward must undo exactly the forward's pairs, (2i, 2i + 1).",
+                     _mistake_rope_backward_halves),
+            _Mistake("identity", "returned dy unchanged, as if the rotation had no gradient",
+                     "y = R x, so dx = R^T dy: the gradient turns back by the same angles.",
+                     _mistake_rope_backward_identity),
+            _Mistake("exponent_halved", "used i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "The backward's angles are the forward's: θ_i = 10000^(−2i/D).",
+                     _mistake_rope_backward_exponent_halved),
+        ),
+        shape_notes={"dx": f"{_GRADIENT_SHAPE}: dx is shaped like x (and dy)."},
+    ),
+    _Exercise(
+        "rope_attention", ("q", "k", "v"), ("out",), _rope_attention_cases,
+        (
+            _Mistake("rotated_v", "rotated v too",
+                     "RoPE encodes positions in the scores q·k only; the values carry content and are "
+                     "averaged as they are.", _mistake_rope_attention_rotated_v),
+            _Mistake("mixed_pairs", "used pairs (2i, 2i + 1) for q but (i, i + D/2) for k",
+                     "q and k must be rotated the same way, or q_m · k_n no longer depends only on n − m.",
+                     _mistake_rope_attention_mixed_pairs),
+            _Mistake("only_q", "rotated q but not k",
+                     "Rotate both: (R_m q) · (R_n k) = q · R_{n−m} k is what makes the score relative.",
+                     _mistake_rope_attention_only_q),
+            _Mistake("no_rope", "left q and k unrotated (plain attention)",
+                     "Apply your rope_forward to q and to k before the scores.", _mistake_rope_attention_no_rope),
+            _Mistake("forgot_scale", "forgot the 1/√D scale of the scores",
+                     "scores = rope(q) @ rope(k)^T / sqrt(D), as in every attention.",
+                     _mistake_rope_attention_no_scale),
+        ),
+        shape_notes={"out": "One output row per query, as wide as v: (..., T, D)."},
+    ),
 )}
 
 
@@ -1396,6 +1602,21 @@ def check_layernorm_backward(fn, verbose=True):
 def check_cross_entropy_backward(fn, verbose=True):
     """Check ``cross_entropy_backward(logits, targets) -> dlogits`` (of the mean loss) against numerical gradients."""
     return _check("cross_entropy_backward", fn, verbose)
+
+
+def check_rope_forward(fn, verbose=True):
+    """Check ``rope_forward(x) -> y`` (pairs (2i, 2i+1), θ_i = 10000^(−2i/D)) against `functional.rope`."""
+    return _check("rope_forward", fn, verbose)
+
+
+def check_rope_backward(fn, verbose=True):
+    """Check ``rope_backward(dy) -> dx`` against numerical gradients of `functional.rope`."""
+    return _check("rope_backward", fn, verbose)
+
+
+def check_rope_attention(fn, verbose=True):
+    """Check ``rope_attention(q, k, v) -> out`` against attention on `functional.rope`'s q and k."""
+    return _check("rope_attention", fn, verbose)
 
 
 def check_positional_encoding(fn, verbose=True):

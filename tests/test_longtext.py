@@ -225,3 +225,22 @@ def test_local_attention_flags_are_checked(long_tsv, tmp_path, capsys):
     assert "--window" in capsys.readouterr().err
     assert main(["train", "--data", str(long_tsv), "--out", str(tmp_path), "--window", "3"] + TINY) == 2
     assert "only with --attention local" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- #
+# 4. The RoPE exercise names the mistakes the chapter asks for
+# --------------------------------------------------------------------------- #
+
+@pytest.mark.parametrize("name, key, words", [
+    ("rope_forward", "halves", "i + D/2"),
+    ("rope_forward", "exponent_halved", "off by a factor 2"),
+    ("rope_forward", "exponent_doubled", "off by a factor 2"),
+    ("rope_backward", "same_sign", "wrong sign in the backward"),
+    ("rope_attention", "rotated_v", "rotated v too"),
+    ("rope_attention", "mixed_pairs", "(2i, 2i + 1) for q but (i, i + D/2) for k"),
+])
+def test_rope_exercise_recognises_the_chapters_mistakes(name, key, words):
+    from numpy_transformer import exercises as E
+    mistake = next(m for m in E._EXERCISES[name].mistakes if m.key == key)
+    result = getattr(E, f"check_{name}")(mistake.fn, verbose=False)
+    assert result.mistake == key and words in result.message, result.message

@@ -529,6 +529,87 @@ def _():
     ]
 
 
+@notebook("ex6_rope")
+def _():
+    return [
+        md(r"""
+        # Exercise 6 · Rotary positions (RoPE): forward, backward, and inside attention
+
+        RoPE (Su et al. 2021) adds nothing to the embedding. Instead, every query and key is *turned*:
+        the features come in pairs $(2i, 2i+1)$, and the pair of the vector at position $t$ is rotated
+        by the angle $t\,\theta_i$:
+
+        $$\begin{pmatrix} y_{t,2i} \\ y_{t,2i+1} \end{pmatrix} =
+        \begin{pmatrix} \cos t\theta_i & -\sin t\theta_i \\ \sin t\theta_i & \cos t\theta_i \end{pmatrix}
+        \begin{pmatrix} x_{t,2i} \\ x_{t,2i+1} \end{pmatrix}, \qquad \theta_i = 10000^{-2i/D}$$
+
+        Because $R_m^\top R_n = R_{n-m}$, the score $(R_m q)\cdot(R_n k) = q \cdot R_{n-m} k$ depends on
+        the positions only through their offset $n - m$: relative positions, for free. Notebook 14 draws it.
+        """),
+        md(HOW_TO),
+        code(SETUP),
+        md(r"""
+        ## 1. Forward
+
+        `x` is (..., T, D) with D even; positions are 0 … T − 1 (the second-to-last axis).
+
+        1. `theta = 10000.0 ** (-np.arange(0, D, 2) / D)`: (D/2,), one frequency per pair. `np.arange(0, D, 2)`
+           *is* 2i already.
+        2. `angle = np.arange(T)[:, None] * theta` (T, D/2); take `np.cos` and `np.sin` once.
+        3. The pairs are neighbours: `x[..., 0::2]` and `x[..., 1::2]`. Write the rotated pairs back into
+           the same columns of a new array.
+        """),
+        code('''
+        def rope_forward(x):
+            """x (..., T, D), D even -> y (..., T, D): pair (2i, 2i+1) of row t turned by t * theta_i."""
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("rope_forward")),
+        code(check("rope_forward")),
+        md(r"""
+        ## 2. Backward
+
+        $y = R\,x$ with $R$ a rotation (for each position and pair), so $dx = R^\top dy$, and the
+        transpose of a rotation by $a$ is the rotation by $-a$. No cache is needed: the angles depend on
+        positions only.
+        """),
+        code('''
+        def rope_backward(dy):
+            """dy (..., T, D) -> dx (..., T, D), the gradient of rope_forward."""
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("rope_backward")),
+        code(check("rope_backward")),
+        md(r"""
+        ## 3. Inside attention
+
+        Rotate the queries and the keys with *your* `rope_forward`, then do ordinary scaled dot-product
+        attention (no mask): $\mathrm{softmax}(R q\,(R k)^\top/\sqrt{D})\,v$. Think about which of q, k, v
+        should be rotated.
+        """),
+        code('''
+        def rope_attention(q, k, v):
+            """q, k, v (..., T, D) -> out (..., T, D)."""
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("rope_attention")),
+        code(check("rope_attention")),
+        md(r"""
+        ## Going further
+
+        * Check the offset property with your function: for random q, k, compare
+          `rope_forward(q)[m] @ rope_forward(k)[n]` with the same for `m + 5, n + 5` (make T large enough).
+        * GPT-NeoX and LLaMA's code pair feature i with i + D/2. Write that version: it passes the
+          offset test on its own. Now rotate q one way and k the other: what happens to the test?
+        * `functional.rope` also handles an odd D (the last feature is left alone): why is that still
+          relative?
+        """),
+    ]
+
+
 # --------------------------------------------------------------------------- #
 
 def build(stem):
