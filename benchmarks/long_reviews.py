@@ -17,6 +17,10 @@ same long test reviews:
 The character TF-IDF + logistic regression baseline (`baselines.py`, C chosen
 on validation, the whole text, no window) is scored on the same reviews.
 Results are grouped by max_len: mean and the spread (min-max over seeds).
+For each checkpoint, the accuracy difference of each reading against
+truncation also gets a paired bootstrap 95% interval over the test reviews
+(2,000 resamples, seeded): the spread that comes from having only ~300
+long test reviews, beside the seed-to-seed spread.
 Writes benchmarks/results/long_reviews.json.
 """
 
@@ -46,6 +50,7 @@ def main(argv=None):
     p.add_argument("--pool-texts", type=int, default=1000)
     p.add_argument("--pool-steps", type=int, default=300)
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--baseline-json", default=None, help="reuse the TF-IDF numbers of an earlier run's JSON")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "long_reviews.json"))
     args = p.parse_args(argv)
 
@@ -57,7 +62,10 @@ def main(argv=None):
           f"({np.bincount(long_test.labels, minlength=2)[1]} positive)")
     results = {"min_chars": args.min_chars, "n_long_test": int(len(long_test)), "n_test": int(len(test)),
                "runs": []}
-    if not args.no_baseline:
+    if args.baseline_json:
+        results["tfidf"] = json.loads(Path(args.baseline_json).read_text())["tfidf"]
+        print(f"  TF-IDF + logistic regression (from {args.baseline_json}): accuracy {results['tfidf']['accuracy']:.4f}")
+    elif not args.no_baseline:
         from numpy_transformer import metrics
         from numpy_transformer.baselines import fit_tfidf_baseline
         base = fit_tfidf_baseline(splits["train"].texts, splits["train"].labels, valid=splits["valid"])
@@ -80,6 +88,13 @@ def main(argv=None):
                                                                aggregate="attention", pool_u=u)
         run = {"checkpoint": path, "max_len": max_len, "seed": model.config["seed"],
                "metrics": {name: {k: float(r[k]) for k in ("accuracy", "f1", "auc")} for name, r in rows.items()}}
+        correct = {name: (r["probs"].argmax(axis=1) == long_test.labels).astype(float) for name, r in rows.items()}
+        resample = np.random.default_rng(2019).integers(0, len(long_test), size=(2000, len(long_test)))
+        run["minus_truncate_95"] = {}
+        for name, c in correct.items():
+            diffs = (c - correct["truncate"])[resample].mean(axis=1)
+            run["minus_truncate_95"][name] = [float(np.mean(c - correct["truncate"])),
+                                              float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
         results["runs"].append(run)
         print(f"  {path} (max_len {max_len}, seed {run['seed']}, {time.perf_counter() - t0:.0f}s): " +
               ", ".join(f"{name} {m['accuracy']:.4f}" for name, m in run["metrics"].items()))
@@ -94,6 +109,11 @@ def main(argv=None):
     for ml, rows in results["accuracy_by_max_len"].items():
         for name, s in rows.items():
             print(f"  max_len {ml:>4s}  {name:24s} {s['mean']:.4f}  [{s['min']:.4f}, {s['max']:.4f}]  n={s['n']}")
+    print("\naccuracy minus truncation's, per checkpoint [paired bootstrap 95% over the reviews]:")
+    for run in results["runs"]:
+        print(f"  max_len {run['max_len']} seed {run['seed']}: " + ", ".join(
+            f"{name} {d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for name, (d, lo, hi) in run["minus_truncate_95"].items()
+            if name != "truncate"))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.json}")
