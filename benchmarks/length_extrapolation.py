@@ -137,7 +137,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--train-T", type=int, default=64)
     p.add_argument("--eval-T", type=int, nargs="+", default=[64, 128, 256, 512])
-    p.add_argument("--eval-tokens", type=int, default=16384, help="held-out ids scored at every T (default 16384)")
+    p.add_argument("--eval-tokens", type=int, default=8192, help="held-out ids scored at every T (default 8192)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--heads", type=int, default=4)
