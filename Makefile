@@ -1,6 +1,7 @@
 # The two commands of the README, plus a few helpers.
 #   make demo   - create .venv, install, run the main job (python -m numpy_transformer demo)
 #   make test   - create .venv, install, run every test (notebooks included)
+#   make notebooks - re-execute every notebook from its script (notebooks/README.md)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -39,6 +40,19 @@ demo: install
 # solutions (students see empty stubs). -n 2: tests and notebooks on both cores.
 test: install
 	NT_SOLUTIONS=1 $(PY) -m pytest -p no:cacheprovider -n 2 --nbmake --nbmake-timeout=600 tests notebooks
+
+# Each notebook's source is its script (notebooks/README.md): write the script's cells into the
+# .ipynb and execute it in place, in the notebook's folder. One notebook only:
+#   make notebooks NOTEBOOKS=notebooks/03_attention.py
+NOTEBOOKS ?= $(sort $(wildcard notebooks/[0-9]*.py notebooks/exercises/ex*.py))
+notebooks: install
+	@for script in $(NOTEBOOKS); do \
+	    echo "$$script"; \
+	    $(VENV)/bin/jupytext --quiet --to ipynb --update "$$script" && \
+	    $(VENV)/bin/jupyter nbconvert --log-level=WARN --to notebook --execute --inplace \
+	        --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.record_timing=False \
+	        "$${script%.py}.ipynb" || exit 1; \
+	done
 
 figures: install
 	$(PY) -m numpy_transformer figures --out figures

@@ -28,31 +28,14 @@
 # with `assert`, so this notebook fails if the library breaks.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import html
-
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: html.escape(v if isinstance(v, str) else fmt.format(v))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup()
 
 # %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import functional as F, nn
 from numpy_transformer.data import LABEL_NAMES, SEED_SENTENCES
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.tokenizer import (PAD_ID, CharTokenizer, WordTokenizer, normalize,
@@ -233,7 +216,7 @@ assert result["E"].ok
 
 # %%
 words, E_toy = seed_word_embeddings()               # 5 words, (5, 3)
-table(E_toy, words, ["dim 0", "dim 1", "dim 2"], fmt="{:+.1f}")
+viz.table(E_toy, words, ["dim 0", "dim 1", "dim 2"], fmt="{:+.1f}")
 
 # %% [markdown]
 # Only these five words have vectors, so the article's example reads each sentence as the
@@ -254,7 +237,7 @@ word_ids = np.array([WordTokenizer(words).encode(texts[0])])    # (1, T) indices
 X1, _ = F.embedding(word_ids, E_toy)                              # (1, T, 3)
 sentence1_words = seed_tokenize(texts[0], drop_unknown=True)
 print("word ids:", word_ids)
-table(X1[0], sentence1_words, ["dim 0", "dim 1", "dim 2"], fmt="{:+.1f}")
+viz.table(X1[0], sentence1_words, ["dim 0", "dim 1", "dim 2"], fmt="{:+.1f}")
 
 # %% [markdown]
 # What do the toy vectors say about the words? Cosine similarity
@@ -266,7 +249,7 @@ table(X1[0], sentence1_words, ["dim 0", "dim 1", "dim 2"], fmt="{:+.1f}")
 # %%
 unit = E_toy / np.linalg.norm(E_toy, axis=1, keepdims=True)
 cos = unit @ unit.T                                 # (5, 5)
-table(cos, words, words, fmt="{:+.3f}")
+viz.table(cos, words, words, fmt="{:+.3f}")
 assert np.isclose(cos[words.index("无聊"), words.index("文章")], -1.0)
 assert cos[:4, :4].min() > 0.95
 

@@ -24,33 +24,16 @@
 # 5. that an odd width D (like the toy vectors' D = 3) works.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import html
-
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: html.escape(v if isinstance(v, str) else fmt.format(v))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup()
 
 # %%
-from numpy_transformer.worked_example import toy_attention, toy_embeddings, toy_words
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import functional as F
 from numpy_transformer.tokenizer import SEED_WORD_VECTORS
+from numpy_transformer.worked_example import toy_attention, toy_embeddings, toy_words
 
 # %% [markdown]
 # ## 1. Why attention needs positions
@@ -99,7 +82,7 @@ T, D = 64, 16
 PE = F.sinusoidal_positional_encoding(T, D, dtype=np.float64)     # (T, D)
 print("largest difference from the literal formula:", np.abs(PE - pe_by_the_formula(T, D)).max())
 assert np.allclose(PE, pe_by_the_formula(T, D), atol=1e-12)
-table(PE[:5, :8], [f"pos {p}" for p in range(5)], [f"dim {j}" for j in range(8)])
+viz.table(PE[:5, :8], [f"pos {p}" for p in range(5)], [f"dim {j}" for j in range(8)])
 
 # %% [markdown]
 # ## 3. The article's formula (errata E1)
@@ -126,7 +109,7 @@ by_formula = np.array([[np.sin(pos / 10000 ** (2 * (j // 2) / D)) + np.cos(pos /
 assert np.allclose(PE_seed, by_formula, atol=1e-12)
 print("columns 2i and 2i+1 identical:", np.array_equal(PE_seed[:, 0::2], PE_seed[:, 1::2]))
 assert np.array_equal(PE_seed[:, 0::2], PE_seed[:, 1::2])
-table(PE_seed[:5, :8], [f"pos {p}" for p in range(5)], [f"dim {j}" for j in range(8)])
+viz.table(PE_seed[:5, :8], [f"pos {p}" for p in range(5)], [f"dim {j}" for j in range(8)])
 
 # %% [markdown]
 # ## 4. The two side by side
@@ -196,7 +179,7 @@ for k in (1, 3):
     for name, P in (("correct", PE), ("article's", PE_seed)):
         A, *_ = np.linalg.lstsq(P[:-k], P[k:], rcond=None)        # P[:-k] @ A ~ P[k:]
         rows.append([name, k, np.abs(P[:-k] @ A - P[k:]).max()])
-table([r[1:] for r in rows], [r[0] for r in rows], ["k", "largest residual"], fmt="{:.2g}")
+viz.table([r[1:] for r in rows], [r[0] for r in rows], ["k", "largest residual"], fmt="{:.2g}")
 assert rows[0][2] < 1e-10 and rows[2][2] < 1e-10
 assert rows[1][2] > 0.5 and rows[3][2] > 0.5
 
@@ -245,7 +228,7 @@ assert np.allclose(dots, np.cos(k / 10000 ** (2 * np.arange(D // 2) / D)).sum())
 # %%
 PE3 = F.sinusoidal_positional_encoding(len(words), 3, dtype=np.float64)   # (T, 3)
 both = np.hstack([X, PE3, X + PE3])
-table(both, [f"{p} {w}" for p, w in enumerate(words)],
+viz.table(both, [f"{p} {w}" for p, w in enumerate(words)],
       ["x0", "x1", "x2", "PE0 = sin", "PE1 = cos", "PE2 = sin", "x0+PE0", "x1+PE1", "x2+PE2"])
 
 # %% [markdown]
@@ -278,7 +261,7 @@ def whose(v):
 def vec(v):
     return "[" + ", ".join(f"{c:.1f}" for c in v) + "]"
 
-table([[vec(a), whose(a), vec(b), whose(b), vec(np.add(a, b))] for _, a, b in printed],
+viz.table([[vec(a), whose(a), vec(b), whose(b), vec(np.add(a, b))] for _, a, b in printed],
       [label for label, _, _ in printed],
       ["first vector", "= vector of", 'added "PE"', "= vector of", "sum"])
 assert all(whose(b) == "文章" for _, _, b in printed[1:])

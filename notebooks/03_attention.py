@@ -25,31 +25,14 @@
 # 5. padding and causal masks, and what happens to a query that may attend to nothing.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import html
-
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: html.escape(v if isinstance(v, str) else fmt.format(v))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup()
 
 # %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import functional as F
 from numpy_transformer.worked_example import SEED_PRINTED_ATTENTION, toy_attention, toy_embeddings, toy_words
 
 # %% [markdown]
@@ -79,7 +62,7 @@ from numpy_transformer.worked_example import SEED_PRINTED_ATTENTION, toy_attenti
 words = toy_words(0)                                           # ['有趣', '文章', '喜欢', '阅读']
 T = len(words)
 X = toy_embeddings(words) + F.sinusoidal_positional_encoding(T, 3, dtype=np.float64)   # (T, 3)
-table(X, words, ["dim 0", "dim 1", "dim 2"])
+viz.table(X, words, ["dim 0", "dim 1", "dim 2"])
 
 # %% [markdown]
 # Where do $Q$, $K$ and $V$ come from? In a real layer, from three learned matrices:
@@ -100,14 +83,14 @@ d_k = Q.shape[-1]
 
 # %%
 scores = Q @ K.T                                   # (T, 3) @ (3, T) -> (T, T)
-table(scores, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
+viz.table(scores, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
 
 # %% [markdown]
 # **3b. Scaling** by $1/\sqrt{d_k} = 1/\sqrt3$ (section 5 explains why).
 
 # %%
 scaled = scores / np.sqrt(d_k)                     # (T, T)
-table(scaled, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
+viz.table(scaled, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
 
 # %% [markdown]
 # **3c. Softmax** over each row turns scores into weights:
@@ -120,7 +103,7 @@ table(scaled, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
 
 # %%
 weights, _ = F.softmax(scaled, axis=-1)            # (T, T)
-table(np.hstack([weights, weights.sum(axis=1, keepdims=True)]),
+viz.table(np.hstack([weights, weights.sum(axis=1, keepdims=True)]),
       [f"q: {w}" for w in words], [f"k: {w}" for w in words] + ["row sum"])
 assert np.allclose(weights.sum(axis=1), 1.0) and (weights > 0).all()
 
@@ -130,7 +113,7 @@ assert np.allclose(weights.sum(axis=1), 1.0) and (weights > 0).all()
 
 # %%
 out = weights @ V                                  # (T, T) @ (T, 3) -> (T, 3)
-table(out, words, ["dim 0", "dim 1", "dim 2"])
+viz.table(out, words, ["dim 0", "dim 1", "dim 2"])
 
 # %% [markdown]
 # **3e. The library does the same.** One call to `functional.scaled_dot_product_attention`, and
@@ -167,7 +150,7 @@ fig = viz.attention_map(weights, words, title="sentence 1, Q = K = V = toy vecto
 
 # %%
 printed = np.array(list(SEED_PRINTED_ATTENTION.values()))        # (5, 3)
-table(np.hstack([printed, printed.sum(axis=1, keepdims=True)]), list(SEED_PRINTED_ATTENTION),
+viz.table(np.hstack([printed, printed.sum(axis=1, keepdims=True)]), list(SEED_PRINTED_ATTENTION),
       ["w0", "w1", "w2", "row sum"], fmt="{:.1f}")
 print("article's weights:", printed.shape, "  true weights for sentence 1:", weights.shape)
 assert not np.allclose(printed.sum(axis=1), 1.0)
@@ -218,7 +201,7 @@ widths = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 stats = {scale: [softmax_statistics(d, scale) for d in widths] for scale in (False, True)}
 names = list(stats[True][0])
 i64 = widths.index(64)
-table([[stats[False][i64][m] for m in names], [stats[True][i64][m] for m in names]],
+viz.table([[stats[False][i64][m] for m in names], [stats[True][i64][m] for m in names]],
       ["d_k = 64, unscaled: softmax(q·k)", "d_k = 64, scaled: softmax(q·k / 8)"], names)
 
 # %% [markdown]
@@ -296,7 +279,7 @@ for ax in axes[:2]:
 # %%
 q = batch[:, None]                                                 # (B, 1, T, D): one head
 out_b, w_b, _ = F.scaled_dot_product_attention(q, q, q, padding)   # (B, 1, T, D), (B, 1, T, T)
-table(w_b[1, 0], [f"q: {w}" for w in tokens2], [f"k: {w}" for w in tokens2])
+viz.table(w_b[1, 0], [f"q: {w}" for w in tokens2], [f"k: {w}" for w in tokens2])
 out_alone, w_alone = toy_attention(X2)
 assert (w_b[1, 0][:, ~valid[1]] == 0).all()
 assert np.allclose(w_b[1, 0, :2, :2], w_alone) and np.allclose(out_b[1, 0, :2], out_alone)
@@ -308,7 +291,7 @@ assert np.allclose(out_b[0, 0], out)                                # sentence 1
 
 # %%
 out_c, w_c, _ = F.scaled_dot_product_attention(X, X, X, causal)
-table(w_c, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
+viz.table(w_c, [f"q: {w}" for w in words], [f"k: {w}" for w in words])
 assert np.allclose(np.triu(w_c, k=1), 0) and np.allclose(w_c.sum(axis=1), 1) and w_c[0, 0] == 1
 
 # %% [markdown]
@@ -329,7 +312,7 @@ valid_left = np.array([False, False, True, True])
 mask = causal & valid_left[None, :]                                # (T, T); rows 0 and 1 are all False
 out_l, w_l, _ = F.scaled_dot_product_attention(left, left, left, mask)
 names_left = ["[PAD]", "[PAD]"] + words2
-table(np.hstack([w_l, out_l]), [f"q: {w}" for w in names_left],
+viz.table(np.hstack([w_l, out_l]), [f"q: {w}" for w in names_left],
       [f"k: {w}" for w in names_left] + ["out 0", "out 1", "out 2"])
 assert (w_l[:2] == 0).all() and (out_l[:2] == 0).all() and np.isfinite(out_l).all()
 

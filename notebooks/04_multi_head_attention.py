@@ -25,31 +25,13 @@
 # 6. fused versus separate Q, K, V projections, and the parameter count, $4D^2 + 4D$ for any H.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import html
-
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: html.escape(v if isinstance(v, str) else fmt.format(v))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup()
 
 # %%
+import numpy as np
+
+from numpy_transformer import functional as F, nn
 from numpy_transformer.data import SEED_SENTENCES
 from numpy_transformer.tokenizer import CharTokenizer
 
@@ -209,7 +191,7 @@ for d in (16, 64, 512):
         n = nn.MultiHeadAttention(d, h, rng=np.random.default_rng(0)).num_parameters()
         assert n == 4 * d * d + 4 * d == nn.MultiHeadAttention(d, h, fused_qkv=False, rng=np.random.default_rng(0)).num_parameters()
         counts[d, h] = n
-table([[counts[d, h] for h in (1, 2, 4, 8)] + [4 * d * d + 4 * d] for d in (16, 64, 512)],
+viz.table([[counts[d, h] for h in (1, 2, 4, 8)] + [4 * d * d + 4 * d] for d in (16, 64, 512)],
       [f"D = {d}" for d in (16, 64, 512)], ["H = 1", "H = 2", "H = 4", "H = 8", "4D² + 4D"], fmt="{:,}")
 
 # %% [markdown]

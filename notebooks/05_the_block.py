@@ -25,31 +25,14 @@
 # 6. a whole `TransformerClassifier` forward pass on the two sentences, by hand and by the model.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import html
-
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: html.escape(v if isinstance(v, str) else fmt.format(v))
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup()
 
 # %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import functional as F, nn
 from numpy_transformer.data import SEED_SENTENCES
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier
@@ -203,7 +186,7 @@ for scale in (1.0, 1e-2, 1e-3):
     right = (v - v.mean()) / np.sqrt(v.var() + eps)
     slip = (v - v.mean()) / (v.std() + eps)
     rows.append([v.std(), np.abs(right).max(), np.abs(slip).max(), np.abs(slip / right).max()])
-table(rows, ["scale 1", "scale 1e-2", "scale 1e-3"],
+viz.table(rows, ["scale 1", "scale 1e-2", "scale 1e-3"],
       ["σ", "max |x̂|, √(σ²+ε)", "max |x̂|, σ+ε", "ratio"], fmt="{:.3g}")
 assert rows[0][3] < 1.001 and rows[2][3] > 2
 
@@ -257,7 +240,7 @@ def statistics(y):
     return [real.mean(), real.std(axis=-1).mean(), np.abs(real).max(), mean_cosine(x, y)]
 
 names = ["input x"] + list(outputs)
-table([statistics(x)] + [statistics(y) for y in outputs.values()], names,
+viz.table([statistics(x)] + [statistics(y) for y in outputs.values()], names,
       ["mean", "per-token std", "max |y|", "cos(x, y)"])
 assert np.allclose(outputs["post"][valid].std(axis=-1), 1, atol=1e-3)
 assert abs(mean_cosine(x, outputs["article's MHA(X) + FFN(X)"])) < 0.3 < mean_cosine(x, outputs["pre"])
@@ -313,7 +296,7 @@ states = encoder(x, attend)                                          # (B, T, D)
 head = nn.Linear(D, 2, rng=np.random.default_rng(11))
 per_token, _ = F.softmax(head(states))                               # (B, T, 2): the article's output
 print("states", states.shape, "-> Dense(2, softmax) ->", per_token.shape)
-table(per_token[0, :8], [tok.id_to_token(int(i)) for i in ids[0, :8]], ["P(negative)", "P(positive)"])
+viz.table(per_token[0, :8], [tok.id_to_token(int(i)) for i in ids[0, :8]], ["P(negative)", "P(positive)"])
 
 # %% [markdown]
 # (Only the first 8 tokens of sentence 1 are shown.) The labels the article fits
@@ -390,7 +373,7 @@ print("sentence 2 alone:", model(ids2, valid2)[0], "  in the padded batch:", log
 
 # %%
 probs = model.predict_proba(ids, valid)                                # (B, 2)
-table(probs, [f"文本{i + 1} {text}" for i, text in enumerate(texts)], ["P(negative)", "P(positive)"])
+viz.table(probs, [f"文本{i + 1} {text}" for i, text in enumerate(texts)], ["P(negative)", "P(positive)"])
 assert probs.shape == (2, 2) and np.allclose(probs.sum(axis=1), 1)
 
 # %% [markdown]

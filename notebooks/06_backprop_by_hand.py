@@ -33,29 +33,14 @@
 # functions yourself).
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=4, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: v if isinstance(v, str) else fmt.format(v)
-    head = "".join(f"<th>{c}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{r}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
+from numpy_transformer import viz
+viz.notebook_setup(precision=4)
 
 # %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import functional as F
 from numpy_transformer.data import SEED_SENTENCES
 from numpy_transformer.gradcheck import GradCheckError, check_gradients
 from numpy_transformer.models import TransformerClassifier
@@ -452,7 +437,7 @@ def model_gradients(dout, **_):
     return {name: p.grad.copy() for name, p in params.items()}
 
 def show(results):
-    table([[str(r.shape), f"{r.max_rel_error:.1e}", "ok" if r.ok else "WRONG"] for r in results.values()],
+    viz.table([[str(r.shape), f"{r.max_rel_error:.1e}", "ok" if r.ok else "WRONG"] for r in results.values()],
           list(results), ["shape", "worst relative error", "verdict"])
 
 

@@ -27,35 +27,19 @@
 # gives a faster machine more steps.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
+from numpy_transformer import viz
+viz.notebook_setup(precision=4)
 
 RETRAIN = False   # True: train the corpus model from scratch (about 3 minutes on a CPU)
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=4, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: v if isinstance(v, str) else fmt.format(v)
-    head = "".join(f"<th>{c}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{r}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
 
 # %%
 import time
 from pathlib import Path
 
-from numpy_transformer import checkpoint, data, metrics, train
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import checkpoint, data, functional as F, metrics, train
 from numpy_transformer.models import TransformerClassifier
 from numpy_transformer.optim import Adam
 from numpy_transformer.tokenizer import UNK_ID, CharTokenizer
@@ -138,7 +122,7 @@ stats = data.corpus_stats()
 splits = data.load_corpus()
 print(f"lines read {stats['lines_read']:,}; distinct (text, label) pairs {stats['distinct_pairs']:,}; "
       f"texts under both labels {stats['conflicting_texts']}; kept {stats['kept']:,}")
-table([[len(ds), *ds.label_counts()] for ds in splits.values()], list(splits),
+viz.table([[len(ds), *ds.label_counts()] for ds in splits.values()], list(splits),
       ["reviews", "negative (0)", "positive (1)"], fmt="{:,}")
 
 seen = {name: set(ds.texts) for name, ds in splits.items()}
@@ -252,7 +236,7 @@ log_prior = np.log(np.bincount(y_train) / len(y_train))                         
 nb_scores = char_counts(test.texts) @ log_theta.T + log_prior                                         # (N, 2)
 nb_accuracy = metrics.accuracy(y_true, nb_scores.argmax(1))
 nb_auc = metrics.roc_auc(y_true, nb_scores[:, 1] - nb_scores[:, 0])
-table([[nb_accuracy, nb_auc], [result["accuracy"], result["auc"]]],
+viz.table([[nb_accuracy, nb_auc], [result["accuracy"], result["auc"]]],
       ["Naive Bayes, character counts", "Transformer (this model)"], ["test accuracy", "test AUC"])
 
 # %% [markdown]
@@ -291,7 +275,7 @@ by_hand["f1"] = 2 * by_hand["precision"] * by_hand["recall"] / (by_hand["precisi
 for name, value in by_hand.items():
     assert np.isclose(value, result[name]), name
 assert np.isclose(by_hand["specificity"], metrics.specificity(y_true, pred))
-table([["TP / (TP + FP)", by_hand["precision"]], ["TP / (TP + FN)", by_hand["recall"]],
+viz.table([["TP / (TP + FP)", by_hand["precision"]], ["TP / (TP + FN)", by_hand["recall"]],
        ["2PR / (P + R)", by_hand["f1"]], ["TN / (TN + FP)", by_hand["specificity"]],
        ["TN / (TN + FP) = specificity", by_hand["specificity"]],
        ["TP / (TP + FN) = recall", by_hand["recall"]]],
@@ -343,7 +327,7 @@ confident = wrong[np.argsort(-confidence_wrong)[:6]]
 unsure = wrong[np.argsort(confidence_wrong)[:3]]
 short = lambda text: text if len(text) <= 70 else text[:69] + "…"
 print(f"{len(wrong)} of {len(test)} test reviews misclassified ({len(wrong) / len(test):.1%})")
-table([[data.LABEL_NAMES[y_true[i]], f"{p_pos[i]:.3f}", short(test.texts[i])] for i in [*confident, *unsure]],
+viz.table([[data.LABEL_NAMES[y_true[i]], f"{p_pos[i]:.3f}", short(test.texts[i])] for i in [*confident, *unsure]],
       ["confident"] * len(confident) + ["unsure"] * len(unsure), ["true label", "P(positive)", "review"])
 
 # %% [markdown]

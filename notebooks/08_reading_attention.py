@@ -30,48 +30,16 @@
 # The model is the small checkpoint of notebook 7 (D = 64, 4 heads, 2 layers, pre-LN, [CLS] pooling).
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=4, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: v if isinstance(v, str) else fmt.format(v)
-    head = "".join(f"<th>{c}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{r}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
-
-# Figures are stored as 256-colour PNGs: they look the same and take a third of the bytes.
-import io
-
-from matplotlib.figure import Figure
-from PIL import Image
-
-
-def _compact_png(fig):
-    image, out = io.BytesIO(), io.BytesIO()
-    fig.savefig(image, format="png", bbox_inches="tight")
-    Image.open(image).convert("RGB").quantize(256).save(out, format="png", optimize=True)
-    return out.getvalue()
-
-
-_ = get_ipython().display_formatter.formatters["image/png"].for_type(Figure, _compact_png)
+from numpy_transformer import viz
+viz.notebook_setup(precision=4)
 
 # %%
 from collections import Counter
 
-from numpy_transformer import checkpoint, data, train
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import checkpoint, data, functional as F, train
 from numpy_transformer.tokenizer import CLS_ID, CharTokenizer
 
 ckpt = checkpoint.load("assets/classifier_small.npz")
@@ -202,7 +170,7 @@ for (tokens, weights, _), name in zip(seed_maps, ("text 1", "text 2")):
             ratio = weights[:, :, 0, t] * T                         # (L, H)
             rows.append(f"{name}: {ch}")
             values.append([*ratio.ravel(), ratio.mean()])
-table(values, rows, [f"L{l} H{h}" for l in range(L) for h in range(H)] + ["mean"], fmt="{:.2f}")
+viz.table(values, rows, [f"L{l} H{h}" for l in range(L) for h in range(H)] + ["mean"], fmt="{:.2f}")
 
 # %% [markdown]
 # Two sentences are an anecdote. The same ratio over all 1,743 test reviews, for a few characters
@@ -290,7 +258,7 @@ frequency = Counter("".join(data.load_corpus()["train"].texts))
 common = np.array([i for i in range(5, tok.vocab_size) if frequency[tok.id_to_token(i)] >= 50])
 scores = layer0_cls_scores(common, np.full(len(common), 5))                  # (N, H)
 top = [[tok.id_to_token(int(common[j])) for j in np.argsort(-scores[:, h])[:12]] for h in range(H)]
-table([[" ".join(chars_h)] for chars_h in top], [f"layer 0, head {h}" for h in range(H)],
+viz.table([[" ".join(chars_h)] for chars_h in top], [f"layer 0, head {h}" for h in range(H)],
       [f"the 12 highest-scoring of {len(common):,} common characters"])
 
 

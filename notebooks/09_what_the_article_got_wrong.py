@@ -26,46 +26,14 @@
 # Notebooks 1–8 treat most of these in depth where they arise; here they are side by side.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import HTML, display
-
-from numpy_transformer import functional as F, nn, viz
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=4, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
-
-
-def table(values, rows, cols, fmt="{:.3f}"):
-    """Show a small matrix as an HTML table; numbers are formatted with fmt, strings as they are."""
-    show = lambda v: v if isinstance(v, str) else fmt.format(v)
-    head = "".join(f"<th>{c}</th>" for c in ["", *cols])
-    body = "".join(f"<tr><th>{r}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
-                   for r, row in zip(rows, values))
-    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))
-
-
-# Figures are stored as 256-colour PNGs: they look the same and take a third of the bytes.
-import io
-
-from matplotlib.figure import Figure
-from PIL import Image
-
-
-def _compact_png(fig):
-    image, out = io.BytesIO(), io.BytesIO()
-    fig.savefig(image, format="png", bbox_inches="tight")
-    Image.open(image).convert("RGB").quantize(256).save(out, format="png", optimize=True)
-    return out.getvalue()
-
-
-_ = get_ipython().display_formatter.formatters["image/png"].for_type(Figure, _compact_png)
+from numpy_transformer import viz
+viz.notebook_setup(precision=4)
 
 # %%
-from numpy_transformer import checkpoint, data, metrics, train, worked_example
+import matplotlib.pyplot as plt
+import numpy as np
+
+from numpy_transformer import checkpoint, data, functional as F, metrics, nn, train, worked_example
 from numpy_transformer.models import TransformerClassifier, TransformerLM
 from numpy_transformer.optim import Adam
 from numpy_transformer.tokenizer import CharTokenizer, SEED_WORD_VECTORS
@@ -276,7 +244,7 @@ def rates(y_pred):
             "article's 'recall' = TN/(TN+FP)": tn / (tn + fp)}
 
 ours, everyone = rates(pred), rates(always_positive)
-table([[ours[key], everyone[key]] for key in ours], list(ours), ["small model", "'always positive'"])
+viz.table([[ours[key], everyone[key]] for key in ours], list(ours), ["small model", "'always positive'"])
 assert np.isclose(ours["recall TP/(TP+FN)"], metrics.recall(test.labels, pred))
 assert np.isclose(ours["article's 'recall' = TN/(TN+FP)"], metrics.specificity(test.labels, pred))
 assert everyone["article's 'precision' = TP/(TP+FN)"] == 1.0 and everyone["precision TP/(TP+FP)"] < 0.5
@@ -406,7 +374,7 @@ for cls in (TransformerLM, LMWithoutCausalMask):
     prompt = np.array([text_tok.encode("这本书")])
     generated = text_tok.decode(lm.generate(prompt, 30, rng=None, greedy=True)[0])
     rows.append([f"{losses[-20:].mean():.2f}", f"{hidden_future:.2f}", generated])
-table(rows, ["TransformerLM (causal)", "without the causal mask"],
+viz.table(rows, ["TransformerLM (causal)", "without the causal mask"],
       ["training loss", "loss with the future hidden", "greedy generation from 这本书"])
 assert float(rows[1][1]) > float(rows[0][1])
 print(f"(characters in the text: {len(corpus_text):,}; vocabulary {text_tok.vocab_size}; "
@@ -451,7 +419,7 @@ print("the vector the article adds as 'position' is 文章's own vector:", vecto
 words = worked_example.toy_words(0)                                       # ['有趣', '文章', '喜欢', '阅读']
 X = worked_example.toy_embeddings(words)
 PE, _ = worked_example.toy_positional_encoding(len(words), 3)
-table([[*X[t], *PE[t], *(X + PE)[t]] for t in range(len(words))], [f"{t}: {w}" for t, w in enumerate(words)],
+viz.table([[*X[t], *PE[t], *(X + PE)[t]] for t in range(len(words))], [f"{t}: {w}" for t, w in enumerate(words)],
       ["x0", "x1", "x2", "PE0 (sin)", "PE1 (cos)", "PE2 (sin)", "x0 + PE0", "x1 + PE1", "x2 + PE2"])
 
 # %% [markdown]
@@ -465,7 +433,7 @@ printed = worked_example.SEED_PRINTED_ATTENTION
 print("article's rows: length", {len(v) for v in printed.values()},
       "sums", {w: round(sum(v), 2) for w, v in printed.items()})
 _, weights = worked_example.toy_attention(X + PE)
-table(weights, words, words)
+viz.table(weights, words, words)
 assert weights.shape == (len(words), len(words)) and np.allclose(weights.sum(axis=1), 1)
 assert not any(np.isclose(sum(v), 1) for v in printed.values())
 
