@@ -15,10 +15,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -55,7 +57,7 @@ from numpy_transformer import exercises
 #    `dx` needs no change; for `dW` and `db` flatten the leading axes first:
 #    `x.reshape(-1, D_in)` and `dy.reshape(-1, D_out)`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "linear_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def linear_backward(dy, x, W):
     """Gradients of y = x @ W + b.
 
@@ -64,14 +66,18 @@ def linear_backward(dy, x, W):
     W:  (D_in, D_out)
     Returns dx (..., D_in), dW (D_in, D_out), db (D_out,).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    D_in, D_out = W.shape
+    # in the forward pass this was: y = x @ W + b
+    dx = dy @ W.T                                          # (..., D_out) @ (D_out, D_in) -> (..., D_in)
+    # Every row of x met the same W: flatten the leading axes and sum over all rows at once.
+    x2 = x.reshape(-1, D_in)                               # (N, D_in)
+    dy2 = dy.reshape(-1, D_out)                            # (N, D_out)
+    dW = x2.T @ dy2                                        # (D_in, N) @ (N, D_out) -> (D_in, D_out)
+    db = dy2.sum(axis=0)                                   # (D_out,)
+    return dx, dW, db
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-linear_backward = exercises.use_solution_if_requested(linear_backward)
 
 # %% [markdown]
 # ## Check
@@ -81,9 +87,9 @@ linear_backward = exercises.use_solution_if_requested(linear_backward)
 # element of `x`, `W` and `b` by a tiny step both ways and watches how $L = \sum y \odot dy$
 # changes (`numpy_transformer/gradcheck.py`).
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_linear_backward", "locked": true, "points": 12, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_linear_backward(linear_backward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 12: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further

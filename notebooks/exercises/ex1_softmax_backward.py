@@ -16,10 +16,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -43,7 +45,7 @@ from numpy_transformer import exercises
 # 3. Do not build the K × K Jacobian: the result is one elementwise product and one sum over the
 #    last axis. Keep that axis (`keepdims=True`) so that the sum broadcasts back against `y`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "softmax_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def softmax_backward(dy, y):
     """Gradient of y = softmax(x) over the last axis.
 
@@ -51,23 +53,20 @@ def softmax_backward(dy, y):
     y:  (..., K)  the softmax output (each row sums to 1)
     Returns dx (..., K).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    # dx_j = sum_i dy_i * y_i (delta_ij - y_j) = y_j (dy_j - sum_i dy_i y_i)
+    return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-softmax_backward = exercises.use_solution_if_requested(softmax_backward)
 
 # %% [markdown]
 # ## Check
 #
 # Numerical gradients of the softmax on a (3, 5) and a (2, 3, 4) input.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_softmax_backward", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_softmax_backward(softmax_backward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 4: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further

@@ -16,10 +16,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -58,7 +60,7 @@ from numpy_transformer import exercises
 # * With more than two axes, `k.T` reverses *every* axis; `k.swapaxes(-1, -2)` swaps the last two.
 # * `np.where(mask, scores, -1e9)` broadcasts the mask against the scores.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "attention_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def attention_forward(q, k, v, mask=None):
     """Scaled dot-product attention.
 
@@ -66,14 +68,22 @@ def attention_forward(q, k, v, mask=None):
     mask: None, or a boolean array broadcastable to (..., Tq, Tk), True = may attend
     Returns out (..., Tq, d_v), weights (..., Tq, Tk).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    d_k = q.shape[-1]
+    scores = q @ k.swapaxes(-1, -2) / np.sqrt(d_k)        # (..., Tq, d_k) @ (..., d_k, Tk) -> (..., Tq, Tk)
+    if mask is not None:
+        # A large negative number, not -inf: a row with every key masked would give -inf - (-inf) = NaN.
+        scores = np.where(mask, scores, -1e9)
+    scores = scores - scores.max(axis=-1, keepdims=True)  # softmax is unchanged, exp cannot overflow
+    weights = np.exp(scores)
+    weights = weights / weights.sum(axis=-1, keepdims=True)  # (..., Tq, Tk), each row sums to 1
+    if mask is not None:
+        # A query with nothing to attend to got a uniform row above: make it zeros.
+        weights = weights * mask.any(axis=-1, keepdims=True)
+    out = weights @ v                                      # (..., Tq, Tk) @ (..., Tk, d_v) -> (..., Tq, d_v)
+    return out, weights
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-attention_forward = exercises.use_solution_if_requested(attention_forward)
 
 # %% [markdown]
 # ### Check (forward)
@@ -82,9 +92,9 @@ attention_forward = exercises.use_solution_if_requested(attention_forward)
 # mask; batched heads with Tq ≠ Tk; a causal mask; a padding mask that hides every key of one
 # sequence.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_attention_forward", "locked": true, "points": 12, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_attention_forward(attention_forward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 12: the number nbgrader reads
 
 
 # %% [markdown]
@@ -105,7 +115,7 @@ exercises.assert_if_solutions(result)
 # Masked positions have weight 0, and the softmax backward multiplies by the weights, so their
 # $dS$ is 0 by itself: the backward pass needs no mask.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "attention_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def attention_backward(dout, q, k, v, weights):
     """Gradients of out = softmax(q @ k^T / sqrt(d_k)) @ v.
 
@@ -113,14 +123,19 @@ def attention_backward(dout, q, k, v, weights):
     q, k, v, weights: what the forward pass used and returned
     Returns dq (..., Tq, d_k), dk (..., Tk, d_k), dv (..., Tk, d_v).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    # in the forward pass this was: out = weights @ v
+    dweights = dout @ v.swapaxes(-1, -2)                   # (..., Tq, d_v) @ (..., d_v, Tk) -> (..., Tq, Tk)
+    dv = weights.swapaxes(-1, -2) @ dout                   # (..., Tk, Tq) @ (..., Tq, d_v) -> (..., Tk, d_v)
+    # in the forward pass this was: weights = softmax(scores)
+    dscores = weights * (dweights - (dweights * weights).sum(axis=-1, keepdims=True))
+    # in the forward pass this was: scores = q @ k^T / sqrt(d_k)
+    dq = dscores @ k * scale                               # (..., Tq, Tk) @ (..., Tk, d_k) -> (..., Tq, d_k)
+    dk = dscores.swapaxes(-1, -2) @ q * scale              # (..., Tk, Tq) @ (..., Tq, d_k) -> (..., Tk, d_k)
+    return dq, dk, dv
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-attention_backward = exercises.use_solution_if_requested(attention_backward)
 
 # %% [markdown]
 # ### Check (backward)
@@ -128,9 +143,9 @@ attention_backward = exercises.use_solution_if_requested(attention_backward)
 # Numerical gradients with respect to `q`, `k` and `v` on three inputs: 2-D, batched heads with
 # Tq ≠ Tk, and a causal mask.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_attention_backward", "locked": true, "points": 12, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_attention_backward(attention_backward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 12: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further

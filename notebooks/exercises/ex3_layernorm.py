@@ -19,10 +19,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -41,21 +43,22 @@ from numpy_transformer import exercises
 # * The variance divides by D, not D − 1 (`x.var(axis=-1)` has `ddof=0` by default).
 # * Keep the reduced axis (`keepdims=True`) so that `x - mean` broadcasts.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "layernorm_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def layernorm_forward(x, gamma, beta, eps=1e-5):
     """LayerNorm over the last axis.
 
     x: (..., D); gamma, beta: (D,)
     Returns y (..., D), xhat (..., D), rstd (..., 1) with rstd = 1 / sqrt(var + eps).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    mean = x.mean(axis=-1, keepdims=True)                  # (..., 1)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)   # (..., 1), divided by D (not D - 1)
+    rstd = 1.0 / np.sqrt(var + eps)                        # eps inside the square root
+    xhat = (x - mean) * rstd                               # (..., D)
+    y = gamma * xhat + beta
+    return y, xhat, rstd
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-layernorm_forward = exercises.use_solution_if_requested(layernorm_forward)
 
 # %% [markdown]
 # ### Check (forward)
@@ -63,9 +66,9 @@ layernorm_forward = exercises.use_solution_if_requested(layernorm_forward)
 # Compared with `functional.layernorm` on a (4, 6) input, two of whose rows have a variance close
 # to $\epsilon$, and on a (2, 3, 5) input with `eps=1e-3`.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_layernorm_forward", "locked": true, "points": 8, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_layernorm_forward(layernorm_forward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 8: the number nbgrader reads
 
 
 # %% [markdown]
@@ -87,7 +90,7 @@ exercises.assert_if_solutions(result)
 #    two becomes a *mean over the vector*.
 # 4. Stuck? Your result should read `dx = rstd * (dxhat - [a mean over the last axis] - xhat * [another mean])`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "layernorm_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def layernorm_backward(dy, xhat, rstd, gamma):
     """Gradients of LayerNorm.
 
@@ -95,23 +98,27 @@ def layernorm_backward(dy, xhat, rstd, gamma):
     xhat: (..., D), rstd: (..., 1), gamma: (D,)  saved by the forward pass
     Returns dx (..., D), dgamma (D,), dbeta (D,).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    D = xhat.shape[-1]
+    # in the forward pass this was: y = gamma * xhat + beta (gamma and beta are shared by every row)
+    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)
+    dbeta = dy.reshape(-1, D).sum(axis=0)
+    dxhat = dy * gamma
+    # in the forward pass this was: xhat = (x - mean) * rstd, with mean and rstd depending on all of x
+    dx = rstd * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                 - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    return dx, dgamma, dbeta
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-layernorm_backward = exercises.use_solution_if_requested(layernorm_backward)
 
 # %% [markdown]
 # ### Check (backward)
 #
 # Numerical gradients with respect to `x`, `gamma` and `beta` on a (4, 6) and a (2, 3, 5) input.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_layernorm_backward", "locked": true, "points": 8, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_layernorm_backward(layernorm_backward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 8: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further

@@ -16,10 +16,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -44,21 +46,22 @@ from numpy_transformer import exercises
 #    maximum before `exp`: the softmax does not change.
 # 5. `p[np.arange(N), targets]` picks the target class's entry of every row.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "cross_entropy_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def cross_entropy_backward(logits, targets):
     """Gradient of L = mean over rows of -log softmax(logits)[target].
 
     logits: (N, C); targets: (N,) integers in [0, C)
     Returns dlogits (N, C).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    N = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)   # exp(1000) would overflow
+    p = np.exp(shifted)
+    p = p / p.sum(axis=1, keepdims=True)                   # (N, C) softmax
+    p[np.arange(N), targets] -= 1.0                        # p - one_hot(targets); p is our own array
+    return p / N                                           # the loss is a mean over N rows
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-cross_entropy_backward = exercises.use_solution_if_requested(cross_entropy_backward)
 
 # %% [markdown]
 # ## Check
@@ -66,9 +69,9 @@ cross_entropy_backward = exercises.use_solution_if_requested(cross_entropy_backw
 # Numerical gradients of `functional.cross_entropy` on (5, 4) logits, then a comparison with the
 # reference on large logits (about ±1000).
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_cross_entropy_backward", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_cross_entropy_backward(cross_entropy_backward)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 4: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further

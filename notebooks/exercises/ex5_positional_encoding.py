@@ -20,10 +20,12 @@
 
 # %% [markdown]
 # **How this works.** Read the equation and the hints, write your code in the cell marked
-# `# YOUR CODE HERE` (delete the `raise NotImplementedError`), run that cell, then run the check
+# `# YOUR CODE HERE` (delete the `raise NotImplementedError()`), run that cell, then run the check
 # cell under it. The check tells you in plain words what is wrong: a shape, a known mistake it
-# recognises, or the element where your answer differs most. Run the cells from the top; after
-# every edit re-run your function's cell, then the check.
+# recognises, or the element where your answer differs most. It ends with your score, which is
+# also what your teacher's grading gives: per test case, a point for running with the right
+# shapes and a point for each right output. Run the cells from the top; after every edit re-run
+# your function's cell, then the check.
 
 # %%
 import numpy as np
@@ -49,21 +51,23 @@ from numpy_transformer import exercises
 # 3. An odd D must work: the last column is then a sine with no cosine partner, so there is one
 #    fewer cosine column than sine columns.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "positional_encoding", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def positional_encoding(T, D):
     """The sinusoidal positional encoding.
 
     T: number of positions; D: model width (odd allowed)
     Returns PE (T, D).
     """
-    # YOUR CODE HERE
-    raise NotImplementedError
+    ### BEGIN SOLUTION
+    pos = np.arange(T)[:, None]                            # (T, 1)
+    two_i = np.arange(0, D, 2)                             # (ceil(D/2),) the even column indices 2i
+    angle = pos / 10000 ** (two_i / D)                     # (T, ceil(D/2))
+    pe = np.zeros((T, D))
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, : D // 2])               # odd D: the last sine has no cosine partner
+    return pe
+    ### END SOLUTION
 
-
-# %%
-# Leave this line as it is: with NT_SOLUTIONS=1 set (teachers, and the tests) it swaps in the
-# reference solution; otherwise it keeps your function.
-positional_encoding = exercises.use_solution_if_requested(positional_encoding)
 
 # %% [markdown]
 # ## Check
@@ -71,9 +75,9 @@ positional_encoding = exercises.use_solution_if_requested(positional_encoding)
 # Compared with `functional.sinusoidal_positional_encoding` for T = 6, D = 8 and for an odd width,
 # T = 5, D = 7.
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_positional_encoding", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
 result = exercises.check_positional_encoding(positional_encoding)
-exercises.assert_if_solutions(result)
+result.points      # your score, out of 4: the number nbgrader reads
 
 # %% [markdown]
 # ## Going further
