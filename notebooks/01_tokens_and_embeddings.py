@@ -334,7 +334,8 @@ panels = [(pos_chars[:, :20], list(texts[0]), "article's code, sentence 1 (first
           (neg_chars[:17, :20], list(texts[1]), "article's code, sentence 2 (first 20 columns)"),
           (x[0], tokens[0], "E[ids], sentence 1"), (x[1, :18], tokens[1], "E[ids], sentence 2")]
 for ax, (image, labels, title) in zip(axes.flat, panels):
-    ax.imshow(image, cmap="RdBu_r", vmin=-np.abs(image).max(), vmax=np.abs(image).max(), aspect="auto")
+    shown = ax.imshow(image, cmap="RdBu_r", vmin=-np.abs(image).max(), vmax=np.abs(image).max(), aspect="auto")
+    fig.colorbar(shown, ax=ax, shrink=0.8, label="value")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xticks(range(0, image.shape[1], 5 if image.shape[1] > 10 else 1))
     ax.set_title(title, fontsize=10)

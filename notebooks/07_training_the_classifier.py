@@ -30,7 +30,7 @@
 from numpy_transformer import viz
 viz.notebook_setup(precision=4)
 
-RETRAIN = False   # True: train the corpus model from scratch (about 3 minutes on a CPU)
+RETRAIN = False   # True: train the corpus model from scratch (150 s of training on a CPU, as above)
 
 # %%
 import time

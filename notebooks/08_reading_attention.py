@@ -207,7 +207,8 @@ mean_ratio = np.stack([sums[ch].reshape(-1) / max(counts[ch], 1) for ch in chars
 fig, ax = plt.subplots(figsize=(8, 7), layout="constrained")
 image = ax.imshow(np.log2(mean_ratio), cmap="RdBu_r", vmin=-6, vmax=6, aspect="auto")
 for (r, c), value in np.ndenumerate(mean_ratio):
-    ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize=8)
+    colour = viz.text_colour(image.cmap(image.norm(np.log2(value))))   # white on dark cells, black on light
+    ax.text(c, r, f"{value:.1f}", ha="center", va="center", fontsize=8, color=colour)
 ax.set_xticks(range(L * H), [f"layer {l}\nhead {h}" for l in range(L) for h in range(H)], fontsize=8)
 ax.set_yticks(range(len(chars)), [f"{ch} ({counts[ch]})" for ch in chars])
 ax.set_title("[CLS] attention to a character / even share, test split")

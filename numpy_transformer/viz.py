@@ -290,6 +290,14 @@ def _text_colour(rgba) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+def text_colour(rgba) -> str:
+    """"black" or "white", whichever reads better on a cell of colour ``rgba``, e.g. ``image.cmap(image.norm(v))``.
+
+    For numbers written on a heatmap in a notebook (the plots here do it themselves).
+    """
+    return _text_colour(rgba)
+
+
 def _annotate_cells(ax, values: np.ndarray, image, fmt: str, fontsize: float) -> None:
     """Print each cell's value in the cell, in a colour that stays readable."""
     for (i, j), v in np.ndenumerate(values):

@@ -61,3 +61,20 @@ def test_the_notebook_has_the_same_cells_as_its_script(script):
         pytest.fail(f"notebooks/{_name(script)} and its .ipynb disagree (first difference below). After editing "
                     f"the script run `make notebooks`, or `.venv/bin/jupytext --sync notebooks/{_name(script)}` "
                     f"to update the notebook's cells without running it.\n{difference}", pytrace=False)
+
+
+def test_the_assets_readme_command_builds_the_shipped_checkpoints_model():
+    """notebooks/assets/README.md gives the command that made classifier_small.npz: every flag must match."""
+    import re
+    import shlex
+
+    from numpy_transformer import checkpoint, cli
+
+    readme = (NOTEBOOK_DIR / "assets" / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"python -m numpy_transformer (train .*?)\n(?!    )", readme.replace("\\\n", ""), re.S)
+    args = cli.build_parser().parse_args(shlex.split(command.group(1)))
+    config = checkpoint.load(NOTEBOOK_DIR / "assets" / "classifier_small.npz").model.config
+    from_command = {"d_model": args.d_model, "n_heads": args.heads, "n_layers": args.layers, "d_ff": args.d_ff,
+                    "max_len": args.max_len, "dropout": args.dropout, "norm": args.norm,
+                    "pooling": args.pooling, "seed": args.seed}
+    assert from_command == {key: config[key] for key in from_command}

@@ -362,3 +362,10 @@ def test_table_escapes_its_strings(monkeypatch):
     viz.table([[0.5, "<b>"]], ["row"], ["x", "y"])
     html = shown[0].data
     assert "<td>0.500</td>" in html and "&lt;b&gt;" in html and "<th>row</th>" in html
+
+
+def test_text_colour_is_white_on_dark_cells_and_black_on_light_ones():
+    assert viz.text_colour((0.0, 0.0, 0.2, 1.0)) == "white"
+    assert viz.text_colour((1.0, 1.0, 0.9, 1.0)) == "black"
+    cmap = plt.get_cmap("RdBu_r")
+    assert viz.text_colour(cmap(0.0)) == "white" and viz.text_colour(cmap(0.5)) == "black"
