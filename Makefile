@@ -62,8 +62,10 @@ COURSE := runs/classroom
 exercises: install
 	rm -rf $(COURSE) && mkdir -p $(COURSE)/source/exercises
 	cp notebooks/exercises/ex*.ipynb $(COURSE)/source/exercises/
+	printf 'c = get_config()  # noqa: F821\nc.CourseDirectory.root = "%s"\n' "$(CURDIR)/$(COURSE)" \
+	    > $(COURSE)/nbgrader_config.py
 	cd $(COURSE) && PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CURDIR)/$(VENV)/bin/nbgrader generate_assignment \
-	    exercises --CourseDirectory.root=. --log-level=WARN
+	    exercises --log-level=WARN
 	@echo "students' notebooks: $(COURSE)/release/exercises/"
 
 figures: install
