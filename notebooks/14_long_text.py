@@ -255,4 +255,4 @@ for ml, rows in reviews["accuracy_by_max_len"].items():
 #   numbers, not the paper's claim.
 # * For long reviews, compare the readings with the seed-to-seed spread before calling one better.
 #
-# Exercise 6 (`notebooks/exercises/ex6_rope.ipynb`) has you write RoPE's forward and backward.
+# Exercise 10 (`notebooks/exercises/ex10_rope.ipynb`) has you write RoPE's forward and backward.

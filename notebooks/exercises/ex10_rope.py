@@ -7,7 +7,7 @@
 # ---
 
 # %% [markdown]
-# # Exercise 6 · Rotary positions (RoPE): forward, backward, and inside attention
+# # Exercise 10 · Rotary positions (RoPE): forward, backward, and inside attention
 #
 # RoPE (Su et al. 2021) adds nothing to the embedding. Instead, every query and key is *turned*:
 # the features come in pairs $(2i, 2i+1)$, and the pair of the vector at position $t$ is rotated
