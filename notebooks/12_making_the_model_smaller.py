@@ -1,10 +1,5 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,10 +21,12 @@
 # benchmark itself (about an hour on one core).
 
 # %%
-RETRAIN = False
+from numpy_transformer import viz
+viz.notebook_setup()
 
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
+RETRAIN = False   # True: rerun benchmarks/compression_report.py (about an hour on one core)
+
+# %%
 import copy
 import json
 import subprocess
@@ -41,14 +38,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, Image, display
 
-from numpy_transformer import checkpoint, compression as C, functional as F, viz
+from numpy_transformer import checkpoint, compression as C, functional as F
 from numpy_transformer.data import SEED_SENTENCES, load_corpus
 from numpy_transformer.tokenizer import CharTokenizer
 from numpy_transformer.train import evaluate
 
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
 ROOT = Path.cwd() if (Path.cwd() / "notebooks").exists() else Path.cwd().parent
 RESULTS = ROOT / "benchmarks" / "results"
 if RETRAIN:

@@ -26,7 +26,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("compress",)
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "longtext", "compress")
 
 
 class UserError(Exception):
@@ -61,7 +61,16 @@ def _build_model(args, vocab_size, num_classes=2):
         vocab_size=vocab_size, num_classes=num_classes, d_model=args.d_model, n_heads=args.heads,
         n_layers=args.layers, d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout,
         attention_dropout=args.attention_dropout,
-        norm=args.norm, pooling=args.pooling, seed=args.seed)
+        norm=args.norm, pooling=args.pooling, seed=args.seed, **_long_text_model_options(args))
+
+
+def _long_text_model_options(args):
+    """pos_encoding / attention / window / global_tokens from the long-text flags (see longtext.py)."""
+    from .longtext import model_options
+    try:
+        return model_options(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _load_checkpoint(path):
@@ -111,6 +120,7 @@ def _plot_attention(model, tokenizer, text, out_dir, stem, max_len):
     from . import viz
     ids, mask = tokenizer.encode_batch([text], max_len, add_cls=True)
     model.eval()
+    model.use_fast_paths(False)         # local attention keeps its (T, T) weights only on the plain path
     model(ids, mask)
     weights = np.stack([np.asarray(w[0]) for w in model.attention_weights])   # (L, H, T, T)
     T = int(mask[0].sum())
@@ -263,37 +273,47 @@ def cmd_train(args):
                          max_len=args.max_len, seed=args.seed, warmup_steps=args.warmup, patience=args.patience)
     history = fit(model, splits["train"], splits["valid"], tok, config, progress=not args.no_progress)
     print(f"stopped: {history.stopped_because}; best epoch {history.best_epoch}")
+    long_text = _long().train_long_text(args, model, tok, splits)
     valid = evaluate(model, splits["valid"], tok, max_len=args.max_len)
     auc = valid.get("auc")
     print(f"validation: accuracy {valid['accuracy']:.4f}" + (f"  AUC {auc:.4f}" if auc is not None else ""))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "classifier.npz"
-    checkpoint.save(path, model, extra={"history": history.as_dict(), "data": args.data or "corpus"},
+    checkpoint.save(path, model, extra={"history": history.as_dict(), "data": args.data or "corpus",
+                                        **({"long_text": long_text} if long_text else {})},
                     tokenizer=tok.to_dict())
     print(f"wrote {path}")
     if args.report_test:
-        result = evaluate(model, splits["test"], tok, max_len=args.max_len)
+        result = (evaluate(model, splits["test"], tok, max_len=args.max_len) if not long_text else
+                  _long().evaluate_long(model, splits["test"], tok, args.max_len, long_text))
         print("test split:")
         _print_metrics(result)
 
 
 def cmd_evaluate(args):
-    model, tok, _ = _load_checkpoint(args.checkpoint)
+    model, tok, ckpt = _load_checkpoint(args.checkpoint)
     from .train import evaluate
+    long_text = _long().long_text_choice(args, ckpt, model.config["max_len"])
     splits = _load_data(args)
     data = splits[args.split]
-    result = evaluate(model, data, tok, max_len=model.config["max_len"])
+    result = (_long().evaluate_long(model, data, tok, model.config["max_len"], long_text) if long_text else
+              evaluate(model, data, tok, max_len=model.config["max_len"]))
     print(f"{args.split} split, {len(data)} texts:")
     _print_metrics(result)
 
 
 def cmd_predict(args):
-    model, tok, _ = _load_checkpoint(args.checkpoint)
+    model, tok, ckpt = _load_checkpoint(args.checkpoint)
     from .train import predict_texts
     max_len = model.config["max_len"]
-    _check_texts(args.texts, tok, max_len)
-    probs, _ = predict_texts(model, tok, args.texts, max_len)
+    long_text = _long().long_text_choice(args, ckpt, max_len)
+    _check_texts(args.texts, tok, max_len if not long_text else 10**9)   # long texts are not truncated then
+    if long_text:
+        from .longtext import predict_long
+        probs, _ = predict_long(model, tok, args.texts, max_len, **long_text)
+    else:
+        probs, _ = predict_texts(model, tok, args.texts, max_len)
     for text, p in zip(args.texts, probs):
         label = int(np.argmax(p))
         name = ("negative", "positive")[label] if len(p) == 2 else str(label)
@@ -301,13 +321,20 @@ def cmd_predict(args):
 
 
 def cmd_attention(args):
-    model, tok, _ = _load_checkpoint(args.checkpoint)
+    model, tok, ckpt = _load_checkpoint(args.checkpoint)
     max_len = model.config["max_len"]
-    _check_texts([args.text], tok, max_len)
+    long_text = _long().long_text_choice(args, ckpt, max_len)
+    _check_texts([args.text], tok, max_len if not long_text else 10**9)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--out: expected a .png file name, got {str(out)!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if long_text and long_text["mode"] == "chunk":
+        return _long().plot_chunks(model, tok, args.text, out, max_len, long_text)
+    if long_text:                        # head-tail: the map of the text the model reads
+        from .longtext import encode_long
+        ids, _, _ = encode_long(tok, [args.text], max_len, "head-tail")
+        args.text = tok.decode(ids[0])
     grid, mean = _plot_attention(model, tok, args.text, out.parent, out.stem, max_len)
     os.replace(grid, out)
     print(f"wrote {out} (every layer and head) and {mean} (averaged)")
@@ -338,6 +365,8 @@ def _add_model_flags(p):
     g.add_argument("--pooling", choices=["cls", "mean"], default="mean",
                    help="sequence pooling, errata E4: masked mean (default; better on validation) or [CLS]")
     g.add_argument("--min-freq", type=int, default=2, help="keep characters seen at least this often (default 2)")
+    from .longtext import add_model_flags
+    add_model_flags(g)
 
 
 def _add_train_flags(p, epochs, budget):
@@ -351,6 +380,17 @@ def _add_train_flags(p, epochs, budget):
     g.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (default 3)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_long_flags(p):
+    from .longtext import add_long_flags
+    add_long_flags(p)
+
+
+def _long():
+    """The long-text chapter's command helpers (commands/longtext.py)."""
+    from .commands import longtext
+    return longtext
 
 
 def build_parser():
@@ -371,23 +411,27 @@ def build_parser():
     p.add_argument("--data", help="a TSV/CSV of text<TAB>label (default: the built-in review corpus)")
     p.add_argument("--out", default=str(DEFAULT_RUN_DIR / "train"), help="output folder (default runs/train)")
     p.add_argument("--report-test", action="store_true", help="also print test-split metrics at the end")
+    _add_long_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a checkpoint on a split")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="a TSV/CSV instead of the built-in corpus")
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    _add_long_flags(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="label and probability for each text")
     p.add_argument("checkpoint")
     p.add_argument("texts", nargs="+", help="one or more texts")
+    _add_long_flags(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("attention", help="plot the attention maps of one text")
     p.add_argument("checkpoint")
     p.add_argument("text")
     p.add_argument("--out", required=True, help="PNG file to write")
+    _add_long_flags(p)
     p.set_defaults(func=cmd_attention)
 
     p = sub.add_parser("figures", help="regenerate every PNG in figures/")

@@ -228,14 +228,25 @@ def heads_to_prune(importance, fraction, n_heads=None):
     return {l: sorted(v) for l, v in removed.items() if v}
 
 
+def _attention_options(attn):
+    """The long-text options of ``attn`` (relative positions, local attention): a smaller layer keeps them."""
+    return dict(position=attn.position, local_window=attn.local_window, local_causal=attn.local_causal,
+                global_tokens=attn.global_tokens, local_block_size=attn.local_block_size)
+
+
 def _smaller_attention(attn, keep):
     """A MultiHeadAttention with only the heads ``keep`` of ``attn``: its weights copied, nothing retrained."""
     H, Dh, D = attn.n_heads, attn.head_dim, attn.d_model
+    if attn.position == "alibi":
+        # ALiBi's slopes are a function of the number of heads: the kept heads would get other slopes
+        raise ValueError("model: removing heads from ALiBi attention would change the kept heads' slopes; "
+                         "head pruning supports position=None or 'rope'")
     A = H * Dh
     keep = sorted(keep)
     dtype = attn.W_o.dtype
     new = MultiHeadAttention(D, len(keep), fused_qkv=attn.fused_qkv, bias=attn.b_o is not None,
-                             attention_dropout=attn.attention_dropout, rng=attn.rng, dtype=dtype, head_dim=Dh)
+                             attention_dropout=attn.attention_dropout, rng=attn.rng, dtype=dtype, head_dim=Dh,
+                             **_attention_options(attn))
     cols = np.concatenate([np.arange(h * Dh, (h + 1) * Dh) for h in keep])      # the heads' columns in one of q, k, v
     if attn.fused_qkv:
         qkv_cols = np.concatenate([part * A + cols for part in range(3)])       # [q | k | v], each [head 0 | ...]
@@ -310,7 +321,8 @@ def _apply_structure(model, structure):
         if (s["n_heads"], s["head_dim"]) != (attn.n_heads, attn.head_dim):
             block.attn = MultiHeadAttention(attn.d_model, s["n_heads"], fused_qkv=attn.fused_qkv,
                                             bias=attn.b_o is not None, attention_dropout=attn.attention_dropout,
-                                            rng=attn.rng, dtype=attn.W_o.dtype, head_dim=s["head_dim"])
+                                            rng=attn.rng, dtype=attn.W_o.dtype, head_dim=s["head_dim"],
+                                            **_attention_options(attn))
         if s["d_ff"] != ffn.d_ff:
             block.ffn = FeedForward(ffn.d_model, s["d_ff"], activation=ffn.activation, dropout=ffn.drop.p,
                                     rng=ffn.drop.rng if ffn.drop.rng is not None else np.random.default_rng(0),
@@ -341,6 +353,14 @@ class Int8Classifier(Module):
 
     def __init__(self, model, quantized=None):
         super().__init__()
+        for i, block in enumerate(model.encoder.blocks):
+            attn = block.attn
+            if attn.position is not None or attn.local_window is not None:
+                what = (f"position={attn.position!r}" if attn.position is not None
+                        else f"local_window={attn.local_window}")
+                raise ValueError(f"model: Int8Classifier runs plain full attention with absolute positions; "
+                                 f"block {i} has {what} (RoPE, ALiBi and local attention are not supported, "
+                                 f"keep such models in float32)")
         self.model = model
         self.model.eval()
         self.training = False

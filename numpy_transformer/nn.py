@@ -48,6 +48,7 @@ import numpy as np
 from . import functional as F
 from . import fast
 from .backend import get_array_module, to_device, to_numpy
+from .local_attention import local_attention, local_attention_backward
 
 __all__ = ["Parameter", "Module", "Linear", "Embedding", "PositionalEncoding", "LayerNorm", "Dropout",
            "MultiHeadAttention", "FeedForward", "TransformerBlock", "TransformerEncoder"]
@@ -374,6 +375,9 @@ class PositionalEncoding(Module):
       ``PE[pos, 2i+1] = cos(...)``: a constant table, not a parameter.
     * ``"seed"`` — the article's ``sin + cos`` formula, kept to show what goes
       wrong (errata E1); also a constant table.
+    * ``"rope"``, ``"alibi"`` — relative positions (the long-text chapter):
+      nothing is added to the embedding here; every `MultiHeadAttention`
+      turns q and k (RoPE) or biases the scores (ALiBi) instead.
     * ``"learned"`` — a trainable (max_len, D) table as in BERT/GPT-2, drawn
       from N(0, 0.02^2) so that at the start it is a small nudge on top of
       the token embedding; not weight-decayed.
@@ -385,7 +389,9 @@ class PositionalEncoding(Module):
     forward: x (B, T, D) -> y (B, T, D); T must be <= max_len.
     """
 
-    KINDS = ("sinusoidal", "seed", "learned")
+    KINDS = ("sinusoidal", "seed", "learned", "rope", "alibi")
+    #: kinds whose positions live inside attention (`MultiHeadAttention` ``position``): nothing is added here
+    RELATIVE = ("rope", "alibi")
 
     def __init__(self, max_len, d_model, kind="sinusoidal", rng=None, dtype=np.float32):
         super().__init__()
@@ -396,6 +402,8 @@ class PositionalEncoding(Module):
         if kind == "learned":
             rng = _require_rng(rng, "PositionalEncoding(kind='learned')")
             self.pe = Parameter(_normal(rng, (max_len, d_model), 0.02, dtype), decay=False)   # (max_len, D)
+            self.table = None
+        elif kind in self.RELATIVE:
             self.table = None
         else:
             make = F.sinusoidal_positional_encoding if kind == "sinusoidal" else F.seed_positional_encoding
@@ -413,6 +421,8 @@ class PositionalEncoding(Module):
             raise ValueError(f"x: sequence length T={T} is longer than max_len={self.max_len}, the size of the "
                              f"positional-encoding table; build the model with a larger max_len or crop the input")
         self._T = T
+        if self.kind in self.RELATIVE:
+            return x                                          # the attention layers turn or bias by position
         return x + self._pe()[:T]                             # (B, T, D) + (T, D) -> (B, T, D)
 
     def backward(self, dout):
@@ -527,6 +537,21 @@ class MultiHeadAttention(Module):
     come from ``rng``. Vaswani et al. §5.4 only drop each sublayer's output,
     which the block does.
 
+    ``position`` puts relative positions inside attention (the long-text
+    chapter): ``"rope"`` turns every head's q and k by position-dependent
+    angles (`functional.rope`), ``"alibi"`` adds :math:`-m_h|i-j|` to the
+    scores (`functional.alibi_bias`); None (the default) leaves positions to
+    the model's `PositionalEncoding`.
+
+    ``local_window`` (an integer w, default None: full attention) makes the
+    attention local: each query reads the w keys before it (and after it,
+    unless ``local_causal``), and the first ``global_tokens`` positions read
+    and are read by every position (`functional.local_attention_mask`). The
+    plain path applies that band mask to the full attention; the fast path
+    runs `local_attention.local_attention`, which skips the key blocks
+    outside the band (time and memory T·w) and keeps no (T, T) weights:
+    ``last_attention`` is then None (switch to the plain path to plot them).
+
     forward(x, mask=None): x (B, T, D); mask boolean, broadcastable to
     (B, H, T, T), True = may attend (a padding mask (B, 1, 1, T) and/or a
     causal mask (T, T), combined with ``&``). Returns y (B, T, D). The
@@ -541,8 +566,11 @@ class MultiHeadAttention(Module):
     :math:`|\partial L/\partial \xi_h|` is head h's importance (Michel et al. 2019).
     """
 
+    POSITIONS = (None, "rope", "alibi")
+
     def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None,
-                 dtype=np.float32, head_dim=None, head_gates=False):
+                 dtype=np.float32, position=None, local_window=None, local_causal=False, global_tokens=0,
+                 local_block_size=64, head_dim=None, head_gates=False):
         super().__init__()
         if head_dim is None:
             _check_heads(d_model, n_heads)
@@ -550,6 +578,15 @@ class MultiHeadAttention(Module):
             _check_positive_int("d_model", d_model)
             _check_positive_int("n_heads", n_heads)
             _check_positive_int("head_dim", head_dim)
+        _check_choice("position", position, self.POSITIONS)
+        self.position = position
+        if local_window is not None and (isinstance(local_window, bool) or not isinstance(local_window, (int, np.integer))
+                                         or local_window < 0):
+            raise ValueError(f"local_window: expected None or an integer >= 0, got {local_window!r}")
+        if isinstance(global_tokens, bool) or not isinstance(global_tokens, (int, np.integer)) or global_tokens < 0:
+            raise ValueError(f"global_tokens: expected an integer >= 0, got {global_tokens!r}")
+        self.local_window, self.local_causal = local_window, bool(local_causal)
+        self.global_tokens, self.local_block_size = int(global_tokens), int(local_block_size)
         if not 0.0 <= attention_dropout < 1.0:
             raise ValueError(f"attention_dropout: expected a probability in [0, 1), got {attention_dropout}")
         rng = _require_rng(rng, "MultiHeadAttention")
@@ -576,6 +613,7 @@ class MultiHeadAttention(Module):
         self.gate = Parameter(np.ones(n_heads, dtype=dtype), decay=False) if head_gates else None   # (H,)
         self.last_attention = None
         self._cache = None
+        self._rope_cache = None
 
     @staticmethod
     def _data(p):
@@ -598,16 +636,35 @@ class MultiHeadAttention(Module):
             v, v_cache = F.linear(x, self.W_v.data, self._data(self.b_v))
             q, k, v = F.split_heads(q, H), F.split_heads(k, H), F.split_heads(v, H)  # (B, H, T, Dh) each
             proj_cache = (q_cache, k_cache, v_cache)
+        # 1b. relative positions: RoPE turns q and k (never v); ALiBi biases the scores
+        bias = None
+        if self.position == "rope":
+            q, self._rope_cache = F.rope(q)                                          # (B, H, T, Dh)
+            k, _ = F.rope(k)                                                         # the same angles
+        elif self.position == "alibi":
+            bias = get_array_module(x).asarray(F.alibi_bias(H, T, dtype=q.dtype))    # (H, T, T)
         # 2. every head attends on its own, 3. the heads are concatenated again
-        if self.fast:
+        local = self.local_window is not None
+        if local and self.fast:
+            # only the key blocks inside the band: time and memory T * w (long text; no (T, T) weights kept)
+            heads, attn_cache = local_attention(
+                q, k, v, self.local_window, causal=self.local_causal, n_global=min(self.global_tokens, T),
+                mask=mask, alibi_slopes=F.alibi_slopes(H) if self.position == "alibi" else None,
+                block_size=self.local_block_size)
+            weights, merged = None, F.merge_heads(heads)                             # (B, T, D)
+        elif self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
             merged = get_array_module(x).empty((B, T, H * Dh), dtype=q.dtype)        # (B, T, D)
             _, weights, attn_cache = fast.scaled_dot_product_attention_fast(
                 q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
-                training=self.training)
+                training=self.training, bias=bias)
         else:
+            if local:   # the band mask on the full attention: simple, and T^2
+                band = get_array_module(x).asarray(F.local_attention_mask(
+                    T, self.local_window, self.local_causal, min(self.global_tokens, T)))  # (T, T)
+                mask = band if mask is None else band & mask
             heads, weights, attn_cache = F.scaled_dot_product_attention(                # (B, H, T, Dh), (B, H, T, T)
-                q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training)
+                q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training, bias=bias)
             merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
         gate_cache = None
         if self.gate is not None:       # 3b. compression: scale head h by its gate xi_h
@@ -616,7 +673,8 @@ class MultiHeadAttention(Module):
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H), gate_cache)
+        self._cache = (proj_cache, (self.fast and not local, attn_cache), out_cache, (B, T, H), gate_cache)
+        self._local_fast = local and self.fast
         return y
 
     def backward(self, dout):
@@ -640,17 +698,27 @@ class MultiHeadAttention(Module):
             dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
             if was_fast:            # the fast backward writes into the view itself: no copy at all
                 fast.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
+            elif self._local_fast:
+                dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = local_attention_backward(dheads, attn_cache)
             else:
                 dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = F.scaled_dot_product_attention_backward(
                     dheads, attn_cache)                                           # one copy each
+            if self.position == "rope":
+                # in the forward pass this was: q, k = rope(q), rope(k); back through the inverse rotation
+                dqkv_heads[0] = F.rope_backward(dqkv_heads[0], self._rope_cache)
+                dqkv_heads[1] = F.rope_backward(dqkv_heads[1], self._rope_cache)
             dx, dW_qkv, db_qkv = F.linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
             self.W_qkv.grad += dW_qkv
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
             return dx
         attention_backward = (fast.scaled_dot_product_attention_fast_backward if was_fast
+                              else local_attention_backward if self._local_fast
                               else F.scaled_dot_product_attention_backward)
         dq, dk, dv = attention_backward(dheads, attn_cache)                      # (B, H, T, Dh) each
+        if self.position == "rope":
+            # in the forward pass this was: q, k = rope(q), rope(k)
+            dq, dk = F.rope_backward(dq, self._rope_cache), F.rope_backward(dk, self._rope_cache)
         # x fed all three projections, so its gradient is the sum of three
         dx = None
         for dh, cache, W, b in ((dq, proj_cache[0], self.W_q, self.b_q), (dk, proj_cache[1], self.W_k, self.b_k),
@@ -662,8 +730,44 @@ class MultiHeadAttention(Module):
             dx = dpart if dx is None else dx + dpart
         return dx
 
+    def forward_cached(self, x, kv=None):
+        """Inference with a key/value cache (generation.py): only the *new* tokens are computed.
+
+        x (B, Tn, D) holds the Tn tokens after the Tp already seen; ``kv`` is
+        their keys and values ``(k, v)``, each (B, H, Tp, Dh), or None. Query
+        i of the new tokens sits at position Tp + i and attends to keys 0 ..
+        Tp + i (the causal mask, shifted). Returns y (B, Tn, D) and the cache
+        (k, v) (B, H, Tp + Tn, Dh) to pass next time. Eval mode only (no
+        dropout, no backward): one new token then costs one row of attention.
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        B, Tn, D = x.shape
+        H, Dh = self.n_heads, self.head_dim
+        xp = get_array_module(x)
+        if self.fused_qkv:
+            qkv, _ = F.linear(x, self.W_qkv.data, self._data(self.b_qkv))            # (B, Tn, 3D)
+            q, k, v = qkv.reshape(B, Tn, 3, H, Dh).transpose(2, 0, 3, 1, 4)        # 3 x (B, H, Tn, Dh)
+        else:
+            q, k, v = (F.split_heads(F.linear(x, W.data, self._data(b))[0], H)
+                       for W, b in ((self.W_q, self.b_q), (self.W_k, self.b_k), (self.W_v, self.b_v)))
+        if kv is not None:
+            k = xp.concatenate([kv[0], k], axis=2)                                  # (B, H, Tp + Tn, Dh)
+            v = xp.concatenate([kv[1], v], axis=2)
+        Tk = k.shape[2]
+        mask = xp.asarray(np.tril(np.ones((Tn, Tk), dtype=bool), k=Tk - Tn))         # (Tn, Tk)
+        heads, weights, _ = F.scaled_dot_product_attention(q, k, v, mask, training=False)
+        if self.gate is not None:                                                    # pruned-head gates, as in forward
+            heads, _ = F.head_gate(heads, self.gate.data)                            # (B, H, Tn, Dh)
+        y, _ = F.linear(F.merge_heads(heads), self.W_o.data, self._data(self.b_o))   # (B, Tn, D)
+        self.last_attention = weights
+        return y, (k, v)
+
     def _extra_repr(self):
         extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
+        extra += f", position={self.position!r}" if self.position else ""
+        extra += (f", local_window={self.local_window}, local_causal={self.local_causal}, "
+                  f"global_tokens={self.global_tokens}" if self.local_window is not None else "")
         if self.head_dim * self.n_heads != self.d_model:
             extra += f", head_dim={self.head_dim}"
         if self.gate is not None:
@@ -707,6 +811,9 @@ class FeedForward(Module):
         if fused:
             # ReLU and dropout are both a mask: one pass, one cached mask (see fast.relu_dropout_fast)
             a, act_cache = fast.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
+        elif self.fast:                                              # gelu: the fast twin of the formula
+            a, act_cache = fast.gelu_fast(hidden)                    # (..., F)
+            a = self.drop(a)
         else:
             a, act_cache = self._act(hidden)                         # (..., F)
             a = self.drop(a)
@@ -723,7 +830,8 @@ class FeedForward(Module):
         else:
             da = self.drop.backward(da)
             # in the forward pass this was: a = act(hidden)
-            dhidden = self._act_backward(da, act_cache)
+            backward = fast.gelu_fast_backward if self.fast and self.activation == "gelu" else self._act_backward
+            dhidden = backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
         dx, dW1, db1 = F.linear_backward(dhidden, cache1)
         self.W1.grad += dW1
@@ -773,13 +881,15 @@ class TransformerBlock(Module):
     NORMS = ("post", "pre", "parallel")
 
     def __init__(self, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu", fused_qkv=True,
-                 bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
+                 bias=True, attention_dropout=0.0, rng=None, dtype=np.float32, attention_options=None):
         super().__init__()
         _check_choice("norm", norm, self.NORMS)
         rng = _require_rng(rng, "TransformerBlock")
         self.norm = norm
+        # attention_options: further keyword arguments of MultiHeadAttention (position=, the long-text chapter)
         self.attn = MultiHeadAttention(d_model, n_heads, fused_qkv=fused_qkv, bias=bias,
-                                       attention_dropout=attention_dropout, rng=rng, dtype=dtype)
+                                       attention_dropout=attention_dropout, rng=rng, dtype=dtype,
+                                       **(attention_options or {}))
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, rng=rng, dtype=dtype)
         self.norm1 = LayerNorm(d_model, dtype=dtype)
         if norm != "parallel":          # the parallel block has one LayerNorm, shared by both branches
@@ -814,6 +924,20 @@ class TransformerBlock(Module):
         dxn = self.attn.backward(self.drop1.backward(dout)) + self.ffn.backward(self.drop2.backward(dout))
         return dout + self.norm1.backward(dxn)
 
+    def forward_cached(self, x, kv=None):
+        """`forward` in eval mode with the attention's key/value cache: x (B, Tn, D) new tokens -> (y, kv)."""
+        if self.norm == "post":
+            a, kv = self.attn.forward_cached(x, kv)
+            h = self.norm1(x + a)
+            return self.norm2(h + self.ffn(h)), kv
+        if self.norm == "pre":
+            a, kv = self.attn.forward_cached(self.norm1(x), kv)
+            h = x + a
+            return h + self.ffn(self.norm2(h)), kv
+        xn = self.norm1(x)
+        a, kv = self.attn.forward_cached(xn, kv)
+        return x + a + self.ffn(xn), kv
+
     def _extra_repr(self):
         return f"norm={self.norm!r}"
 
@@ -831,14 +955,15 @@ class TransformerEncoder(Module):
     """
 
     def __init__(self, n_layers, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu",
-                 final_norm=None, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
+                 final_norm=None, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None, dtype=np.float32,
+                 attention_options=None):
         super().__init__()
         _check_positive_int("n_layers", n_layers)
         _check_choice("norm", norm, TransformerBlock.NORMS)
         rng = _require_rng(rng, "TransformerEncoder")
         self.blocks = [TransformerBlock(d_model, n_heads, d_ff, dropout=dropout, norm=norm, activation=activation,
                                         fused_qkv=fused_qkv, bias=bias, attention_dropout=attention_dropout,
-                                        rng=rng, dtype=dtype)
+                                        rng=rng, dtype=dtype, attention_options=attention_options)
                        for _ in range(n_layers)]
         if final_norm is None:
             final_norm = norm != "post"
@@ -855,6 +980,15 @@ class TransformerEncoder(Module):
         for block in reversed(self.blocks):
             dout = block.backward(dout)
         return dout
+
+    def forward_cached(self, x, kvs=None):
+        """`forward` with one key/value cache per block: x (B, Tn, D) new tokens -> (y, [kv] * L)."""
+        kvs = [None] * len(self.blocks) if kvs is None else kvs
+        new = []
+        for block, kv in zip(self.blocks, kvs):
+            x, kv = block.forward_cached(x, kv)
+            new.append(kv)
+        return (x if self.final_norm is None else self.final_norm(x)), new
 
     @property
     def attention_weights(self):

@@ -403,3 +403,46 @@ def test_compress_errors_are_one_line_naming_the_flag(args, message, trained, ts
     assert err.startswith("error: ") and "\n" not in err
     assert message.format(**fill) in err
     assert not (tmp_path / "a.npz").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Models of the long-text chapter (RoPE, ALiBi, local attention)
+# --------------------------------------------------------------------------- #
+
+def long_text_model(**options):
+    data = tiny_data()
+    tok = CharTokenizer.build(data.texts)
+    model = TransformerClassifier(tok.vocab_size, 2, d_model=8, n_heads=4, n_layers=2, d_ff=16, max_len=24,
+                                  dropout=0.0, seed=0, **options)
+    return model.eval(), tok, data
+
+
+@pytest.mark.parametrize("options,named", [
+    (dict(pos_encoding="rope"), "position='rope'"),
+    (dict(pos_encoding="alibi"), "position='alibi'"),
+    (dict(attention="local", window=3), "local_window=3"),
+])
+def test_int8_engine_refuses_relative_positions_and_local_attention(options, named):
+    model, _, _ = long_text_model(**options)
+    with pytest.raises(ValueError, match=r"model: Int8Classifier .*" + named.replace("(", r"\(")):
+        C.Int8Classifier(model)
+
+
+@pytest.mark.parametrize("options", [dict(pos_encoding="rope"), dict(attention="local", window=3)],
+                         ids=["rope", "local"])
+def test_removing_heads_keeps_rope_and_local_attention(options):
+    model, tok, data = long_text_model(**options)
+    small = C.prune_heads(model, {0: [1, 3]})
+    attn, old = small.encoder.blocks[0].attn, model.encoder.blocks[0].attn
+    assert (attn.position, attn.local_window, attn.global_tokens) == (old.position, old.local_window,
+                                                                      old.global_tokens)
+    old.gate = C.Parameter(np.ones(4, dtype=np.float32))
+    old.gate.data[[1, 3]] = 0.0
+    np.testing.assert_allclose(logits_of(small, tok, data.texts), logits_of(model, tok, data.texts),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_removing_heads_refuses_alibi_whose_slopes_depend_on_the_number_of_heads():
+    model, _, _ = long_text_model(pos_encoding="alibi")
+    with pytest.raises(ValueError, match="ALiBi"):
+        C.prune_heads(model, {0: [1]})

@@ -528,3 +528,32 @@ def test_gates_of_one_leave_attention_unchanged_and_a_zero_gate_silences_its_hea
     # head 2 silenced = its rows of W_o zeroed
     plain.W_o.data[4:6] = 0.0
     np.testing.assert_allclose(gated(x), plain(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("position", [None, "rope", "alibi"])
+@given(T=st.integers(1, 5), H=st.integers(1, 3), Dh=st.integers(1, 4), window=st.integers(0, 3),
+       seed=st.integers(0, 2**32 - 1))
+def test_free_head_width_holds_under_local_attention_and_relative_positions(fast_path, position, T, H, Dh, window,
+                                                                            seed):
+    """Pruned heads (head_dim != D / H) with gates keep working with the long-text options, on both paths."""
+    rng = np.random.default_rng(seed)
+    D = 3
+    mha = MultiHeadAttention(D, H, head_dim=Dh, head_gates=True, position=position, local_window=window,
+                             local_block_size=2, rng=rng, dtype=np.float64)
+    mha.use_fast_paths(fast_path)
+    mha.gate.data[...] = rng.normal(size=H)
+    check_module(mha, rng.normal(size=(1, T, D)))
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+def test_key_value_cache_with_free_head_width_and_gates_equals_the_causal_forward(fused):
+    rng = np.random.default_rng(0)
+    mha = MultiHeadAttention(6, 2, fused_qkv=fused, head_dim=5, head_gates=True, rng=rng, dtype=np.float64).eval()
+    mha.gate.data[...] = [0.5, -1.5]
+    x = rng.normal(size=(2, 7, 6))
+    full = mha(x, F.causal_mask(7))
+    first, kv = mha.forward_cached(x[:, :4])
+    assert kv[0].shape == (2, 2, 4, 5)
+    rest, _ = mha.forward_cached(x[:, 4:], kv)
+    np.testing.assert_allclose(np.concatenate([first, rest], axis=1), full, rtol=1e-10, atol=1e-12)
