@@ -208,7 +208,7 @@ COMMON_RULES: dict[str, Rule] = {
     "--attention-dropout": probability("a dropout probability"),
     "--min-freq": integer(1, meaning="times a character must occur to get its own id"),
     "--epochs": integer(1),
-    "--steps": integer(1, meaning="training steps"),
+    "--steps": integer(1, meaning="training steps", allow_none=True),
     "--batch-size": integer(1),
     "--lr": real(0.0, low_open=True, meaning="learning rate"),
     "--warmup": integer(0, meaning="warm-up steps"),
