@@ -1,5 +1,6 @@
 """Every CLI command runs on a tiny model, and bad input ends in one clear line, never a traceback."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -322,3 +323,20 @@ def test_the_best_checkpoint_is_written_while_training(tsv, tmp_path, capsys, mo
     assert main(["train", "--data", str(tsv), "--out", str(tmp_path), "--epochs", "2", "--batch-size", "16",
                  "--no-progress"] + TINY_MODEL) == 0
     assert seen[:5] == [False] * 5 and all(seen[5:])          # there from the first validation on
+
+
+def test_evaluate_on_the_corpus_reports_the_short_reviews_next_to_the_test_split(checkpoint, capsys):
+    assert main(["evaluate", str(checkpoint)]) == 0
+    out = capsys.readouterr().out
+    assert "corpus test split, 1743 texts" in out
+    assert "short everyday reviews (54, written for this project, never trained on): accuracy" in out
+
+
+def test_the_cli_keeps_matplotlib_out_of_home_when_run_from_a_checkout(monkeypatch):
+    import numpy_transformer.cli as cli
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    cli._keep_caches_out_of_home()
+    assert os.environ["MPLCONFIGDIR"] == str(Path(cli.__file__).resolve().parents[1] / ".cache" / "matplotlib")
+    monkeypatch.setenv("MPLCONFIGDIR", "/somewhere/else")
+    cli._keep_caches_out_of_home()
+    assert os.environ["MPLCONFIGDIR"] == "/somewhere/else"          # a value already set wins
