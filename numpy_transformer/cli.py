@@ -2,14 +2,17 @@
 
 Commands
   demo       the article's example step by step, then train, evaluate, predict, plot, save
-  train      train a classifier on the real corpus or on your own TSV/CSV
-  evaluate   metrics of a checkpoint on the test split (or your own file)
-  predict    label and probability for each text given
+  train      train a classifier on the real corpus or on your own TSV/CSV (--resume DIR continues one)
+  evaluate   metrics of a checkpoint on the test split, or on the whole of your own file
+  predict    label and every class's probability for each text (arguments, --file, or - for stdin)
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
 
-Bad input (an empty text, a missing file, a malformed TSV ...) ends with one
-line ``error: ...`` on stderr and exit status 2, never a traceback.
+Bad input (an empty text, a missing file, a malformed TSV, a bad flag, an
+unwritable --out ...) ends with one line ``error: ...`` on stderr and exit
+status 2, never a traceback, and is found before any training starts. The
+promises every training command keeps (budgets in steps, the best checkpoint
+saved as it improves, Ctrl-C and ``--resume``) live in `runs.py`.
 """
 
 from __future__ import annotations
