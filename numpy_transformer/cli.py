@@ -389,6 +389,8 @@ def _resume_train(args):
     from . import runs
     from .tokenizer import CharTokenizer
     from .train import fit
+    if not Path(args.resume).is_dir():
+        raise UserError(f"--resume: no such folder {args.resume!r} (give the --out folder of the interrupted run)")
     run = runs.RunDir(args.resume, flag="--resume", command="python -m numpy_transformer train")
     state = run.load_state()
     saved = state.extra.get("args")

@@ -178,6 +178,7 @@ def test_a_clock_cut_says_so(tsv, tmp_path, capsys):
     (["train", "--data", "{tmp}/ok.tsv", "--min-freq", "1000000", "--out", "{tmp}/r"],
      "--min-freq: the vocabulary has 0 characters"),
     (["train", "--resume", "{tmp}"], "--resume: "),
+    (["train", "--resume", "{tmp}/nowhere"], "--resume: no such folder"),
     (["train", "--data", "{tmp}/missing.tsv"], "missing.tsv"),
     (["train", "--data", "{tmp}/one_column.tsv"], "line 2"),
     (["train", "--data", "{tmp}/bad_label.tsv"], "maybe"),
