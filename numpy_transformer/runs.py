@@ -166,14 +166,16 @@ class Rule:
     meaning: str = ""                # what the number is, for the message ("seconds of training")
 
     def describe(self) -> str:
+        def show(x):
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
         what = "an integer" if self.kind is int else "a finite number"
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            what += f" in {left}{self.low:g}, {self.high:g}{right}"
+            what += f" in {left}{show(self.low)}, {show(self.high)}{right}"
         elif self.low is not None:
-            what += f" {'>' if self.low_open else '>='} {self.low:g}"
+            what += f" {'>' if self.low_open else '>='} {show(self.low)}"
         elif self.high is not None:
-            what += f" {'<' if self.high_open else '<='} {self.high:g}"
+            what += f" {'<' if self.high_open else '<='} {show(self.high)}"
         if self.meaning:
             what += f" ({self.meaning})"
         if self.allow_none:
@@ -213,7 +215,7 @@ COMMON_RULES: dict[str, Rule] = {
     "--lr": real(0.0, low_open=True, meaning="learning rate"),
     "--warmup": integer(0, meaning="warm-up steps"),
     "--patience": integer(1, meaning="epochs without a better validation loss before stopping"),
-    "--seed": integer(0, 2**63 - 1),
+    "--seed": integer(0, 2**63 - 1, meaning="seeds the random generators"),
     "--time-budget": real(0.0, low_open=True, meaning="seconds", allow_none=True),
     "--log-every": integer(1, meaning="steps between two points of the training curve"),
 }
