@@ -341,3 +341,16 @@ def test_the_cli_keeps_matplotlib_out_of_home_when_run_from_a_checkout(monkeypat
     monkeypatch.setenv("MPLCONFIGDIR", "/somewhere/else")
     cli._keep_caches_out_of_home()
     assert os.environ["MPLCONFIGDIR"] == "/somewhere/else"          # a value already set wins
+
+
+def test_an_interrupted_demo_can_be_finished_by_train_resume(tsv, tmp_path, capsys, monkeypatch):
+    from numpy_transformer.checkpoint import load
+    flags = ["--data", str(tsv), "--out", str(tmp_path), "--epochs", "2", "--batch-size", "16", "--warmup", "2",
+             "--no-progress"] + TINY_MODEL
+    with monkeypatch.context() as m:
+        _interrupting_fit(m, at_step=7)
+        assert main(["demo"] + flags) == 130
+    err = capsys.readouterr().err
+    assert f"train --resume {tmp_path}" in err
+    assert main(["train", "--resume", str(tmp_path)]) == 0
+    assert load(tmp_path / "classifier.npz").extra["history"]["step"][-1] == 10
