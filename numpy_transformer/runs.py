@@ -20,10 +20,15 @@ This module is the one place they are kept; a training loop uses it like this::
                 print(run.interrupted_message(), file=sys.stderr)   # where the best checkpoint is + how to resume
                 break
 
+`train.fit(..., run=run, resume=state)` is this recipe written out for the
+classifier (the data generator saved at the start of the epoch plus the
+position in it, so a resumed epoch redraws the same batch order and skips
+what was done); read it before writing another loop.
+
 1. **Bad flags are refused before any work, naming the flag.** `check_flags`
    checks every numeric flag it knows (`COMMON_RULES`) plus any a command
-   adds, and raises `RunError` ("--dropout: expected a probability in
-   [0, 1), got 1.5"). `check_vocabulary` refuses a vocabulary that turns
+   adds, and raises `RunError` ("--dropout: expected a finite number in
+   [0, 1) (a dropout probability), got 1.5"). `check_vocabulary` refuses a vocabulary that turns
    (almost) every character into [UNK]; `check_two_classes` refuses training
    data with a single label.
 2. **The output location is checked before training, not after.**
