@@ -232,6 +232,8 @@ class _Solutions:
         np.put_along_axis(keep, order, keep_sorted, axis=-1)   # back to vocabulary order
         kept = np.where(keep, probs, 0.0)
         return kept / kept.sum(axis=-1, keepdims=True)         # a distribution again
+
+    @staticmethod
     def rope_forward(x):
         """x (..., T, D), D even -> y: the pair (2i, 2i+1) of row t turned by the angle t * 10000^(-2i/D)."""
         T, D = x.shape[-2:]
