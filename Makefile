@@ -23,16 +23,22 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: demo test install figures bench clean notebooks exercises
 
+CACHE_DIRS := $(MPLCONFIGDIR) $(IPYTHONDIR) $(JUPYTER_CONFIG_DIR) $(JUPYTER_DATA_DIR) $(JUPYTER_RUNTIME_DIR) $(CUPY_CACHE_DIR)
+
+# The cache folders are made first: ipykernel (IPython) warns when its folder does not exist yet.
+# -qq on the editable install: setuptools prints a notice on every editable install
+# ("be careful with folders ... with the same name as your package") that says nothing about this project.
 $(STAMP): requirements.txt pyproject.toml
+	@mkdir -p $(CACHE_DIRS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install -qq --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (numpy_transformer)" >/dev/null
 	@touch $(STAMP)
 
 install: $(STAMP)
-	@mkdir -p $(MPLCONFIGDIR) $(IPYTHONDIR) $(JUPYTER_CONFIG_DIR) $(JUPYTER_DATA_DIR) $(JUPYTER_RUNTIME_DIR) $(CUPY_CACHE_DIR)
+	@mkdir -p $(CACHE_DIRS)
 
 demo: install
 	$(PY) -m numpy_transformer demo
