@@ -7,6 +7,8 @@ Commands
   predict    label and probability for each text given
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
+  zeroshot   label-word scores of a pre-trained language model, raw and calibrated (notebook 13)
+  fewshot    accuracy vs k labels per class: prototypes, linear models, fine-tuning (notebook 13)
 
 Bad input (an empty text, a missing file, a malformed TSV ...) ends with one
 line ``error: ...`` on stderr and exit status 2, never a traceback.
@@ -25,7 +27,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ()
+CHAPTER_COMMANDS: tuple[str, ...] = ("zeroshot",)
 
 
 class UserError(Exception):

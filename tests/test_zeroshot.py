@@ -281,3 +281,60 @@ def test_experiments_run_end_to_end_on_a_tiny_model():
     assert len(zero["label_words"]) == 2 * len(Z.DEFAULT_TEMPLATES) * len(Z.DEFAULT_WORDS)
     assert zero["best_calibrated"]["calibrated"] and not zero["best_raw"]["calibrated"]
     assert len(zero["description_prototypes"]) == len(Z.DEFAULT_DESCRIPTIONS) * len(Z.EMBEDDING_VARIANTS)
+
+
+# --------------------------------------------------------------------------- #
+# The CLI: `zeroshot` and `fewshot`, and their one-line errors
+# --------------------------------------------------------------------------- #
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(tmp_path_factory):
+    from numpy_transformer import checkpoint
+    path = tmp_path_factory.mktemp("lm") / "lm.npz"
+    checkpoint.save(path, tiny_lm(np.float32), tokenizer=TOK.to_dict())
+    return path
+
+
+@pytest.fixture(scope="module")
+def classifier_checkpoint(tmp_path_factory):
+    from numpy_transformer import checkpoint
+    path = tmp_path_factory.mktemp("clf") / "clf.npz"
+    checkpoint.save(path, TransformerClassifier(TOK.vocab_size, 2, d_model=8, n_heads=2, n_layers=1, d_ff=8),
+                    tokenizer=TOK.to_dict())
+    return path
+
+
+def test_cli_zeroshot_scores_the_texts_given(lm_checkpoint, capsys):
+    from numpy_transformer.cli import main
+    assert main(["zeroshot", str(lm_checkpoint), "这本书很好看", "太差了"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("template") and len(lines) == 4
+    raw, cal, label, text = lines[2].split("\t")
+    assert 0 <= float(raw) <= 1 and 0 <= float(cal) <= 1 and label in ("positive", "negative")
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["zeroshot", "{missing}"], "does not exist"),
+    (["zeroshot", "{clf}", "好"], "needs a pre-trained language model"),
+    (["zeroshot", "{lm}", "好", "--template", "总之很"], "--template"),
+    (["zeroshot", "{lm}", "好", "--template", "{text}总之很棒"], "--template"),
+    (["zeroshot", "{lm}", "好", "--words", "差", "棒"], "--words"),
+    (["zeroshot", "{lm}", "好", "--words", "差", ","], "--words"),
+    (["zeroshot", "{lm}", "  "], "text 1 is empty"),
+    (["fewshot", "{lm}", "--ks", "1,two"], "--ks"),
+    (["fewshot", "{lm}", "--ks", "0,1"], "--ks"),
+    (["fewshot", "{lm}", "--draws", "0"], "--draws"),
+    (["fewshot", "{lm}", "--out", "{tmp}/results.txt"], "--out"),
+    (["fewshot", "{lm}", "--ks", "1,5000", "--out", "{tmp}/r.json"], "--ks: k=5000"),
+])
+def test_cli_errors_are_one_line(argv, needle, lm_checkpoint, classifier_checkpoint, tmp_path, capsys):
+    from numpy_transformer.cli import main
+    fill = {"{lm}": str(lm_checkpoint), "{clf}": str(classifier_checkpoint),
+            "{missing}": str(tmp_path / "nope.npz"), "{tmp}": str(tmp_path)}
+    argv = [fill.get(a, a) for a in argv]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], captured.err
+    assert not list(tmp_path.glob("r*.json")), "nothing half-written"

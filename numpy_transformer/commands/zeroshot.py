@@ -1,0 +1,165 @@
+"""Commands of the zero-shot / few-shot chapter (seed §2.3, notebook 13).
+
+  zeroshot   label-word scores of a pre-trained language model, raw and calibrated:
+             for the texts given, or (no texts) accuracy and AUC on validation and test
+  fewshot    the whole experiment of notebook 13: accuracy-vs-k of prototypes, logistic
+             regression on embeddings, TF-IDF + logistic regression and fine-tuning on the
+             same draws, the zero-shot table; written to one JSON file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..cli import UserError
+
+
+def _load_lm(path):
+    from ..checkpoint import load
+    from ..models import TransformerLM
+    from ..tokenizer import CharTokenizer
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist (the pre-trained language model is "
+                        f"notebooks/assets/lm_small.npz)")
+    ckpt = load(path)
+    if not isinstance(ckpt.model, TransformerLM):
+        raise UserError(f"checkpoint {str(path)!r} holds a {type(ckpt.model).__name__}; this command needs a "
+                        f"pre-trained language model (TransformerLM)")
+    if ckpt.tokenizer is None:
+        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
+    return ckpt.model.eval(), CharTokenizer.from_dict(ckpt.tokenizer)
+
+
+def _label_words(args):
+    from ..zeroshot import LabelWords
+    if "{text}" not in args.template:
+        raise UserError(f"--template: expected '{{text}}' where the review goes, got {args.template!r}")
+    words = tuple(tuple(w for w in side.split(",") if w) for side in args.words)
+    if any(not ws for ws in words):
+        raise UserError(f"--words: expected two comma-separated lists of words (negative, positive), "
+                        f"got {args.words}")
+    return LabelWords(args.template, words)
+
+
+def _check_vocabulary(tokenizer, label_words):
+    from ..tokenizer import UNK_ID
+    checks = [("--template", label_words.template.replace("{text}", ""))]
+    checks += [("--words", w) for ws in label_words.words for w in ws]
+    for name, text in checks:
+        if text and UNK_ID in tokenizer.encode(text):
+            raise UserError(f"{name}: {text!r} has characters the language model never saw")
+
+
+def _write_json_atomically(path, data):
+    """Temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_zeroshot(args):
+    from .. import zeroshot as Z
+    lm, tok = _load_lm(args.checkpoint)
+    lw = _label_words(args)
+    _check_vocabulary(tok, lw)
+    cf = Z.content_free_probs(lm, tok, lw)
+    print(f"template {lw.name()}; content-free P = {np.round(cf, 3).tolist()} (inputs {list(Z.CONTENT_FREE_INPUTS)})")
+    if args.texts:
+        for i, text in enumerate(args.texts):
+            if not text.strip():
+                raise UserError(f"text {i + 1} is empty; give some characters to classify")
+        p = Z.label_word_probs(Z.label_word_log_probs(lm, tok, args.texts, lw))
+        q = Z.calibrate(p, cf)
+        print("raw P(positive)\tcalibrated\tlabel\ttext")
+        for text, raw, cal in zip(args.texts, p[:, 1], q[:, 1]):
+            print(f"{raw:.3f}\t{cal:.3f}\t{'positive' if cal >= 0.5 else 'negative'}\t{text}")
+        return
+    from ..data import load_corpus
+    splits = load_corpus()
+    for split in ("valid", "test"):
+        data = splits[split]
+        p = Z.label_word_probs(Z.label_word_log_probs(lm, tok, data.texts, lw))
+        for name, probs in (("raw", p), ("calibrated", Z.calibrate(p, cf))):
+            r = Z.evaluate_scores(data.labels, np.log(probs))
+            print(f"{split:5s} {name:10s} accuracy {r['accuracy']:.4f}  AUC {r['auc']:.4f}  "
+                  f"predicted positive {float((probs.argmax(1) == 1).mean()):.3f}")
+
+
+def _parse_ks(text):
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise UserError(f"--ks: expected comma-separated integers such as 1,2,4,8, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise UserError(f"--ks: expected positive integers, got {text!r}")
+    return ks
+
+
+def cmd_fewshot(args):
+    from .. import zeroshot as Z
+    ks = _parse_ks(args.ks)
+    for flag, value, least in (("--draws", args.draws, 1), ("--finetune-draws", args.finetune_draws, 0),
+                               ("--pool", args.pool, 2), ("--finetune-steps", args.finetune_steps, 1)):
+        if value < least:
+            raise UserError(f"{flag}: expected an integer >= {least}, got {value}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".json" or out.is_dir():
+        raise UserError(f"--out: expected a .json file name, got {str(out)!r}")
+    lm, tok = _load_lm(args.checkpoint)
+    from ..data import load_corpus
+    corpus = load_corpus()
+    pool = corpus["train"].subset(np.arange(min(args.pool, len(corpus["train"]))))
+    fewest = int(pool.label_counts().min())
+    if max(ks) > fewest:
+        raise UserError(f"--ks: k={max(ks)} is more than the {fewest} examples of one class in the pool "
+                        f"(--pool {args.pool})")
+    splits = {"pool": (pool.texts, pool.labels), "valid": (corpus["valid"].texts, corpus["valid"].labels),
+              "test": (corpus["test"].texts, corpus["test"].labels)}
+    states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()}, log=print)
+    result = {"checkpoint": str(args.checkpoint)}
+    if not args.no_zero_shot:
+        result["zero_shot"] = Z.zero_shot_experiment(lm, tok, splits, states)
+    result["few_shot"] = Z.few_shot_experiment(lm, tok, splits, states, ks=ks, n_draws=args.draws, seed=args.seed,
+                                               finetune_draws=args.finetune_draws, finetune_steps=args.finetune_steps,
+                                               finetune_lr=args.finetune_lr)
+    _write_json_atomically(out, result)
+    print(f"wrote {out}")
+
+
+def register(sub):
+    from ..zeroshot import DEFAULT_TEMPLATES
+    p = sub.add_parser("zeroshot", help="label-word scores of a pre-trained language model (no labels), "
+                                        "raw and calibrated")
+    p.add_argument("checkpoint", help="a pre-trained TransformerLM checkpoint (e.g. notebooks/assets/lm_small.npz)")
+    p.add_argument("texts", nargs="*", help="texts to classify (none: accuracy on validation and test)")
+    p.add_argument("--template", default=DEFAULT_TEMPLATES[0],
+                   help="the prompt; {text} is the review, the label word follows (default %(default)r)")
+    p.add_argument("--words", nargs=2, default=["差", "好"], metavar=("NEGATIVE", "POSITIVE"),
+                   help="label words, comma-separated alternatives per class (default 差 好)")
+    p.set_defaults(func=cmd_zeroshot)
+
+    p = sub.add_parser("fewshot", help="notebook 13's experiment: accuracy vs k labelled examples per class, "
+                                       "every method on the same draws, and the zero-shot table, as JSON")
+    p.add_argument("checkpoint", help="a pre-trained TransformerLM checkpoint")
+    p.add_argument("--out", default="runs/zeroshot/results.json", help="JSON file to write")
+    p.add_argument("--ks", default="1,2,4,8,16,32,64", help="examples per class (default 1,2,4,8,16,32,64)")
+    p.add_argument("--draws", type=int, default=50, help="random draws of the k examples per k (default 50)")
+    p.add_argument("--finetune-draws", type=int, default=3,
+                   help="of these, how many also fine-tune the whole model (slow; default 3)")
+    p.add_argument("--finetune-steps", type=int, default=40, help="full-batch AdamW steps (default 40)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    p.add_argument("--pool", type=int, default=4000, help="draw from the first N training reviews (default 4000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot table")
+    p.set_defaults(func=cmd_fewshot)
