@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 #: Inputs with no sentiment in them, for contextual calibration (Zhao et al. 2021 use "N/A", "" and "[MASK]").
-CONTENT_FREE_INPUTS = ("N/A", "", "无")
+CONTENT_FREE_INPUTS = ("N/A", "", "。")
 
 
 # --------------------------------------------------------------------------- #
@@ -396,16 +396,17 @@ def _next_token_log_probs(lm, ids, mask, positions):
     return logp
 
 
-def _prompt_rows(lm, tokenizer, texts, template, longest_word):
+def _prompt_rows(lm, tokenizer, texts, template, longest_word, max_len=None):
     """[EOS] + template-before + review + template-after, for every text (lists of ids)."""
     before, after = template.split("{text}")
     before_ids = tokenizer.encode(before) if normalize(before) else []
     after_ids = tokenizer.encode(after) if normalize(after) else []
     if 1 in before_ids + after_ids:
         raise ValueError(f"template: characters outside the vocabulary in {template!r}")
-    room = lm.max_len - 1 - len(before_ids) - len(after_ids) - (longest_word - 1)
+    max_len = lm.max_len if max_len is None else min(int(max_len), lm.max_len)
+    room = max_len - 1 - len(before_ids) - len(after_ids) - (longest_word - 1)
     if room < 1:
-        raise ValueError(f"template: too long for max_len={lm.max_len}: {template!r}")
+        raise ValueError(f"template: too long for max_len={max_len}: {template!r}")
     rows = []
     for text in texts:
         body = tokenizer.encode(text)[-room:] if normalize(text) else []       # keep the end, next to the template
@@ -413,7 +414,7 @@ def _prompt_rows(lm, tokenizer, texts, template, longest_word):
     return rows
 
 
-def word_log_probs(lm, tokenizer, texts, template, words, batch_size=64):
+def word_log_probs(lm, tokenizer, texts, template, words, batch_size=64, max_len=None):
     """log P(word | template(text)) for every text and word: (N, W) float64.
 
     The template holds ``{text}`` where the review goes and ends where the
@@ -422,7 +423,7 @@ def word_log_probs(lm, tokenizer, texts, template, words, batch_size=64):
     Words that share all but their last character share one forward pass, so
     any number of one-character words costs a single pass over the texts.
     Each review is cut (its *last* characters kept: they sit next to the
-    template) so that everything fits in ``lm.max_len``.
+    template) so that everything fits in ``max_len`` (default ``lm.max_len``).
     """
     if not isinstance(lm, TransformerLM):
         raise TypeError(f"lm: label-word scoring needs a TransformerLM, got {type(lm).__name__}")
@@ -435,7 +436,7 @@ def word_log_probs(lm, tokenizer, texts, template, words, batch_size=64):
         if 1 in ids:
             raise ValueError(f"words: {w!r} has characters outside the vocabulary")
         word_ids.append(ids)
-    rows = _prompt_rows(lm, tokenizer, texts, template, max(len(w) for w in word_ids))
+    rows = _prompt_rows(lm, tokenizer, texts, template, max(len(w) for w in word_ids), max_len)
     stems = {}                                                                 # all-but-last ids -> word indices
     for j, w in enumerate(word_ids):
         stems.setdefault(tuple(w[:-1]), []).append(j)
@@ -453,12 +454,12 @@ def word_log_probs(lm, tokenizer, texts, template, words, batch_size=64):
     return out
 
 
-def label_word_log_probs(lm, tokenizer, texts, label_words, batch_size=64):
+def label_word_log_probs(lm, tokenizer, texts, label_words, batch_size=64, max_len=None):
     """log P(class c's words | template(text)): (N, C) float64, summing the probabilities of a class's words."""
     if not isinstance(label_words, LabelWords):
         raise TypeError(f"label_words: expected a LabelWords, got {type(label_words).__name__}")
     flat = [w for ws in label_words.words for w in ws]
-    logp = word_log_probs(lm, tokenizer, texts, label_words.template, flat, batch_size)    # (N, W)
+    logp = word_log_probs(lm, tokenizer, texts, label_words.template, flat, batch_size, max_len)    # (N, W)
     cols, start = [], 0
     for ws in label_words.words:
         cols.append(np.logaddexp.reduce(logp[:, start:start + len(ws)], axis=1))           # (N,)
@@ -593,8 +594,9 @@ DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64)
 #: Templates for label-word scoring; ``{text}`` is the review, the label word follows the template.
 DEFAULT_TEMPLATES = ("{text}总之，这次体验很", "{text}总的来说，感觉很", "{text}这是一条")
 
-#: Label words (negative, positive) tried with every template.
-DEFAULT_WORDS = ((("差",), ("好",)), (("失望",), ("满意",)), (("差", "失望"), ("好", "满意")))
+#: Label words (negative, positive) tried with every template. All are one character long, so one
+#: forward pass per template scores every set (see `word_log_probs`).
+DEFAULT_WORDS = ((("差",), ("好",)), (("差",), ("棒",)), (("坏",), ("好",)), (("差", "坏", "烂"), ("好", "棒", "赞")))
 
 #: Texts that describe each class (negative first), for zero-shot prototypes.
 DEFAULT_DESCRIPTIONS = {
@@ -613,20 +615,20 @@ def _variant_name(variant):
     return f"pooling={pooling}, layers={layers}" + (", centred" if center else "")
 
 
-def embed_splits(model, tokenizer, texts_by_split, log=None):
+def _clock():
+    import time
+    return time.perf_counter()
+
+
+def embed_splits(model, tokenizer, texts_by_split, max_len=None, log=None):
     """Pooled states of every split's texts, computed once: {split: {"mean": (L, N, D), "last": (L, N, D)}}."""
     out = {}
     for name, texts in texts_by_split.items():
         start = _clock()
-        out[name] = pooled_states(model, tokenizer, texts)
+        out[name] = pooled_states(model, tokenizer, texts, max_len)
         if log:
             log(f"embedded {len(texts)} {name} texts in {_clock() - start:.0f}s")
     return out
-
-
-def _clock():
-    import time
-    return time.perf_counter()
 
 
 def embeddings_for(states, variant, center_from):
@@ -641,20 +643,23 @@ def _tfidf_scores(train_texts, train_labels, test_texts, C):
     return fit_tfidf_baseline(train_texts, train_labels, C=C).predict_proba(test_texts)
 
 
-def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50, seed=0, pool_size=4000,
-                        finetune_draws=3, finetune_steps=40, finetune_lr=1e-4, Cs=(0.1, 1.0, 10.0, 100.0),
-                        choose_k=8, choose_draws=20, log=print):
+def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50, seed=0, max_len=None,
+                        finetune_ks=DEFAULT_KS, finetune_draws=1, finetune_steps=15, finetune_lr=1e-4,
+                        finetune_test=400, Cs=(0.1, 1.0, 10.0, 100.0), choose_k=8, choose_draws=20, log=print):
     """Accuracy-vs-k for every method, on the same draws: a JSON-able dict.
 
-    ``splits``: {"pool": (texts, labels), "valid": ..., "test": ...} where the
-    pool is the labelled-training texts the k examples are drawn from;
-    ``states``: `embed_splits` of the same three. The embedding variant
+    ``splits``: {"pool": (texts, labels), "valid": ..., "test": ...}; the k
+    examples are drawn from the pool (labelled training texts); ``states``:
+    `embed_splits` of the same three. The embedding variant
     (`EMBEDDING_VARIANTS`) and each logistic regression's ``C`` are chosen on
-    validation with their own draws (k = ``choose_k``); then for every k,
-    ``n_draws`` draws (seeded: ``default_rng([seed, k])``) are scored on test by
-    cosine and Euclidean prototypes, logistic regression on the embeddings,
-    character TF-IDF + logistic regression on the same texts, and (on the
-    first ``finetune_draws`` draws only) fine-tuning the whole LM.
+    validation, with draws of their own (k = ``choose_k``). Then for every k,
+    ``n_draws`` draws (seeded: ``default_rng([seed, k])``) are scored on the
+    test texts by cosine and Euclidean prototypes, logistic regression on the
+    embeddings and character TF-IDF + logistic regression on the same texts.
+    Fine-tuning the whole LM is slow in NumPy on a CPU, so it runs for the k in
+    ``finetune_ks`` on the first ``finetune_draws`` draws only, and is scored
+    on the first ``finetune_test`` test texts; the cosine prototypes of the
+    same draws are scored on the same texts beside it (``*_subset``).
     """
     log = log or (lambda *_: None)
     t0 = _clock()
@@ -662,11 +667,13 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
     valid_texts, valid_y = splits["valid"]
     test_texts, test_y = splits["test"]
     pool_y, valid_y, test_y = (np.asarray(y) for y in (pool_y, valid_y, test_y))
-    result = {"ks": list(ks), "n_draws": n_draws, "finetune_draws": finetune_draws, "seed": seed,
+    max_len = lm.max_len if max_len is None else max_len
+    result = {"ks": list(ks), "n_draws": n_draws, "seed": seed, "max_len": max_len,
               "pool_size": len(pool_texts), "n_test": len(test_texts), "n_valid": len(valid_texts),
-              "finetune": {"steps": finetune_steps, "lr": finetune_lr}}
+              "finetune": {"ks": [k for k in finetune_ks if k in ks], "draws": finetune_draws,
+                           "steps": finetune_steps, "lr": finetune_lr, "n_test": min(finetune_test, len(test_texts))}}
 
-    # 1. choose the embedding variant on validation: cosine prototypes, choose_draws draws at k = choose_k
+    # 1. the embedding variant, chosen on validation: cosine prototypes, choose_draws draws at k = choose_k
     choose = few_shot_draws(pool_y, choose_k, choose_draws, np.random.default_rng([seed, 10_000]))
     variant_scores = {}
     for variant in EMBEDDING_VARIANTS:
@@ -678,37 +685,39 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
     variant = max(EMBEDDING_VARIANTS, key=lambda v: variant_scores[_variant_name(v)])
     result["embedding_variants_valid"] = variant_scores
     result["embedding_variant"] = _variant_name(variant)
+    result["embedding_variant_key"] = list(variant)
     log(f"embedding variant chosen on validation: {_variant_name(variant)} "
         f"(cosine prototypes, k={choose_k}: {variant_scores[_variant_name(variant)]:.3f})")
     pool_e = embeddings_for(states["pool"], variant, states["pool"])
     valid_e = embeddings_for(states["valid"], variant, states["pool"])
     test_e = embeddings_for(states["test"], variant, states["pool"])
 
-    # 2. choose C for the two logistic regressions on validation (fewer draws: TF-IDF refits its vocabulary)
+    # 2. C of the two logistic regressions, chosen on validation (10 of the same draws)
     def lr_valid(C, d):
         return float((fit_logistic(pool_e[d], pool_y[d], C).predict(valid_e) == valid_y).mean())
 
     def tfidf_valid(C, d):
-        p = _tfidf_scores([pool_texts[i] for i in d], pool_y[d], valid_texts, C)
-        return float((p.argmax(1) == valid_y).mean())
+        return float((_tfidf_scores([pool_texts[i] for i in d], pool_y[d], valid_texts, C).argmax(1)
+                      == valid_y).mean())
 
-    result["C_valid"] = {}
-    chosen_C = {}
+    result["C_valid"], chosen_C = {}, {}
     for name, fn in (("lr_embedding", lr_valid), ("tfidf_lr", tfidf_valid)):
         scores = {C: float(np.mean([fn(C, d) for d in choose[:10]])) for C in Cs}
         chosen_C[name] = max(Cs, key=lambda C: scores[C])
-        result["C_valid"][name] = {str(C): s for C, s in scores.items()}
+        result["C_valid"][name] = {str(C): v for C, v in scores.items()}
         log(f"{name}: C = {chosen_C[name]:g} chosen on validation ({scores[chosen_C[name]]:.3f})")
     result["C"] = chosen_C
 
     # 3. the curves, on test; every method sees the same draws
-    methods = ("proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr", "finetune")
-    result["accuracy"] = {m: {} for m in methods}
-    result["auc"] = {m: {} for m in methods}
+    methods = ("proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr")
+    result["accuracy"] = {m: {} for m in methods + ("finetune", "proto_cosine_subset")}
+    result["auc"] = {m: {} for m in methods + ("finetune", "proto_cosine_subset")}
+    n_ft = result["finetune"]["n_test"]
+    ft_rows = _encode_texts(lm, tokenizer, test_texts[:n_ft], max_len)
     for k in ks:
         draws = few_shot_draws(pool_y, k, n_draws, np.random.default_rng([seed, k]))
-        acc = {m: [] for m in methods}
-        auc = {m: [] for m in methods}
+        acc = {m: [] for m in result["accuracy"]}
+        auc = {m: [] for m in result["auc"]}
         for n, d in enumerate(draws):
             protos = class_prototypes(pool_e[d], pool_y[d], 2)
             scored = {"proto_cosine": prototype_predict(test_e, protos, "cosine")[1],
@@ -717,71 +726,93 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
                       .predict_log_proba(test_e),
                       "tfidf_lr": np.log(_tfidf_scores([pool_texts[i] for i in d], pool_y[d], test_texts,
                                                        chosen_C["tfidf_lr"]) + 1e-300)}
-            if n < finetune_draws:
-                model = fine_tune(lm, tokenizer, [pool_texts[i] for i in d], pool_y[d], steps=finetune_steps,
-                                  lr=finetune_lr, seed=seed * 1000 + n)
-                scored["finetune"] = model.predict_scores(_encode_texts(lm, tokenizer, test_texts, lm.max_len))
-            for m, s in scored.items():
-                r = evaluate_scores(test_y, s)
+            for m, sc in scored.items():
+                r = evaluate_scores(test_y, sc)
                 acc[m].append(r["accuracy"])
                 auc[m].append(r["auc"])
-        for m in methods:
-            result["accuracy"][m][str(k)] = acc[m]
-            result["auc"][m][str(k)] = auc[m]
-        log(f"k={k:3d}: " + "  ".join(f"{m} {np.mean(acc[m]):.3f}±{np.std(acc[m]):.3f}" for m in methods
-                                       if acc[m]) + f"  ({_clock() - t0:.0f}s)")
+            if k in finetune_ks and n < finetune_draws:
+                model = fine_tune(lm, tokenizer, [pool_texts[i] for i in d], pool_y[d], steps=finetune_steps,
+                                  lr=finetune_lr, seed=seed * 1000 + n, max_len=max_len)
+                for m, sc in (("finetune", model.predict_scores(ft_rows)),
+                              ("proto_cosine_subset", scored["proto_cosine"][:n_ft])):
+                    r = evaluate_scores(test_y[:n_ft], sc)
+                    acc[m].append(r["accuracy"])
+                    auc[m].append(r["auc"])
+        for m in acc:
+            if acc[m]:
+                result["accuracy"][m][str(k)] = acc[m]
+                result["auc"][m][str(k)] = auc[m]
+        log(f"k={k:3d}: " + "  ".join(f"{m} {np.mean(acc[m]):.3f}±{np.std(acc[m]):.3f}" for m in acc if acc[m])
+            + f"  ({_clock() - t0:.0f}s)")
     result["seconds"] = _clock() - t0
     return result
 
 
 def zero_shot_experiment(lm, tokenizer, splits, states, templates=DEFAULT_TEMPLATES, words=DEFAULT_WORDS,
-                         descriptions=None, content_free=CONTENT_FREE_INPUTS, log=print):
-    """Label words (every template x word set, raw and calibrated) and description prototypes.
+                         descriptions=None, content_free=CONTENT_FREE_INPUTS, max_len=None, test_all=False,
+                         log=print):
+    """Label words (every template x word set, raw and calibrated) and description prototypes: a JSON-able dict.
 
-    Every alternative is scored on validation *and* test (the table), the
-    best by validation accuracy is named; a JSON-able dict.
+    Every alternative is scored on validation; the test texts are scored for
+    the templates of the best raw and the best calibrated alternative (chosen
+    by validation accuracy), or for all with ``test_all``. Description
+    prototypes: every description set x embedding variant on validation and
+    test, cosine distance; the best by validation accuracy is named.
     """
     log = log or (lambda *_: None)
     descriptions = DEFAULT_DESCRIPTIONS if descriptions is None else descriptions
     t0 = _clock()
-    valid_texts, valid_y = splits["valid"]
-    test_texts, test_y = splits["test"]
-    rows = []
-    for template in templates:
-        flat = sorted({w for ws in words for cls in ws for w in cls})
-        start = _clock()
-        logp = {name: word_log_probs(lm, tokenizer, texts, template, flat)
-                for name, texts in (("valid", valid_texts), ("test", test_texts), ("content_free", content_free))}
-        col = {w: j for j, w in enumerate(flat)}
+    flat = sorted({w for ws in words for cls in ws for w in cls})
+    col = {w: j for j, w in enumerate(flat)}
+
+    def per_class(lp, ws):
+        return np.stack([np.logaddexp.reduce(lp[:, [col[w] for w in cls]], axis=1) for cls in ws], axis=1)
+
+    def score(template, split_names):
+        logp = {"content_free": word_log_probs(lm, tokenizer, list(content_free), template, flat, max_len=max_len)}
+        for split in split_names:
+            logp[split] = word_log_probs(lm, tokenizer, splits[split][0], template, flat, max_len=max_len)
+        rows = []
         for ws in words:
-            def per_class(lp):
-                return np.stack([np.logaddexp.reduce(lp[:, [col[w] for w in cls]], axis=1) for cls in ws], axis=1)
-            cf = label_word_probs(per_class(logp["content_free"])).mean(axis=0)
+            cf = label_word_probs(per_class(logp["content_free"], ws)).mean(axis=0)
             lw = LabelWords(template, ws)
             for calibrated in (False, True):
                 row = {"template": template, "words": [list(c) for c in lw.words], "name": lw.name(),
                        "calibrated": calibrated, "content_free": cf.tolist()}
-                for split, y in (("valid", valid_y), ("test", test_y)):
-                    p = label_word_probs(per_class(logp[split]))
-                    if calibrated:
-                        p = calibrate(p, cf)
-                    r = evaluate_scores(y, np.log(p))
+                for split in split_names:
+                    p = label_word_probs(per_class(logp[split], ws))
+                    p = calibrate(p, cf) if calibrated else p
+                    r = evaluate_scores(splits[split][1], np.log(p))
                     row[f"{split}_accuracy"], row[f"{split}_auc"] = r["accuracy"], r["auc"]
                     row[f"{split}_positive_rate"] = float((p.argmax(1) == 1).mean())
                 rows.append(row)
-        log(f"template {template!r}: {_clock() - start:.0f}s")
-    result = {"label_words": rows, "content_free_inputs": list(content_free)}
-    for calibrated in (False, True):
-        best = max((r for r in rows if r["calibrated"] == calibrated), key=lambda r: r["valid_accuracy"])
-        result["best_calibrated" if calibrated else "best_raw"] = best
-    # description prototypes, every embedding variant (centred on the validation texts: unlabelled use only)
+        return rows
+
+    rows = []
+    for template in templates:
+        start = _clock()
+        rows += score(template, ("valid", "test") if test_all else ("valid",))
+        log(f"template {template!r} on validation: {_clock() - start:.0f}s")
+    best = {c: max((r for r in rows if r["calibrated"] == c), key=lambda r: r["valid_accuracy"]) for c in (0, 1)}
+    if not test_all:
+        for template in dict.fromkeys(best[c]["template"] for c in (0, 1)):
+            start = _clock()
+            with_test = {(r["name"], r["calibrated"]): r for r in score(template, ("test",))}
+            for r in rows:
+                if r["template"] == template:
+                    r.update({k: v for k, v in with_test[(r["name"], r["calibrated"])].items() if k.startswith("test")})
+            log(f"template {template!r} on test: {_clock() - start:.0f}s")
+    result = {"label_words": rows, "content_free_inputs": list(content_free),
+              "best_raw": best[0], "best_calibrated": best[1], "n_valid": len(splits["valid"][0]),
+              "n_test": len(splits["test"][0])}
+
     proto_rows = []
+    center_from = states["pool"] if "pool" in states else states["valid"]
     for name, desc in descriptions.items():
-        desc_states = [pooled_states(lm, tokenizer, list(cls)) for cls in desc]
+        desc_states = [pooled_states(lm, tokenizer, list(cls), max_len) for cls in desc]
         for variant in EMBEDDING_VARIANTS:
-            center_from = states["pool"] if "pool" in states else states["valid"]
-            protos = np.stack([embeddings_for(s, variant, center_from).mean(axis=0) for s in desc_states])
-            row = {"descriptions": name, "variant": _variant_name(variant)}
+            protos = np.stack([embeddings_for(st, variant, center_from).mean(axis=0) for st in desc_states])
+            row = {"descriptions": name, "texts": [list(c) for c in desc], "variant": _variant_name(variant)}
             for split in ("valid", "test"):
                 e = embeddings_for(states[split], variant, center_from)
                 r = evaluate_scores(splits[split][1], prototype_predict(e, protos, "cosine")[1])

@@ -265,21 +265,24 @@ def test_experiments_run_end_to_end_on_a_tiny_model():
     pos = ["很好", "非常满意", "好看", "推荐", "满意好"]
     neg = ["很差", "很失望", "太差了", "不推荐", "失望差"]
     texts = [t + str(i % 3) for i in range(4) for t in pos + neg]
-    tok = CharTokenizer.build(texts + ["总之，这次体验很好差。感觉的来说这是一条评论N/A0123"])
+    tok = CharTokenizer.build(texts + ["总之，这次体验很好差坏烂棒赞。感觉的来说这是一条评论N/A0123"])
     labels = np.array(([1] * 5 + [0] * 5) * 4)
     lm = TransformerLM(tok.vocab_size, d_model=8, n_heads=2, n_layers=2, d_ff=16, max_len=40, dropout=0.0)
     splits = {"pool": (texts, labels), "valid": (texts[:20], labels[:20]), "test": (texts[20:], labels[20:])}
     states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()})
-    few = Z.few_shot_experiment(lm, tok, splits, states, ks=(1, 2), n_draws=3, finetune_draws=1, finetune_steps=2,
-                                choose_k=2, choose_draws=2, log=None)
-    assert set(few["accuracy"]) == {"proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr", "finetune"}
+    kw = dict(ks=(1, 2), n_draws=3, finetune_ks=(2,), finetune_draws=1, finetune_steps=2, finetune_test=5,
+              choose_k=2, choose_draws=2, log=None)
+    few = Z.few_shot_experiment(lm, tok, splits, states, **kw)
+    assert set(few["accuracy"]) == {"proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr", "finetune",
+                                    "proto_cosine_subset"}
     assert len(few["accuracy"]["proto_cosine"]["2"]) == 3 and len(few["accuracy"]["finetune"]["2"]) == 1
-    again = Z.few_shot_experiment(lm, tok, splits, states, ks=(1, 2), n_draws=3, finetune_draws=1, finetune_steps=2,
-                                  choose_k=2, choose_draws=2, log=None)
+    assert "1" not in few["accuracy"]["finetune"]
+    again = Z.few_shot_experiment(lm, tok, splits, states, **kw)
     assert again["accuracy"] == few["accuracy"]                             # same seed, same numbers
     zero = Z.zero_shot_experiment(lm, tok, splits, states, log=None)
     assert len(zero["label_words"]) == 2 * len(Z.DEFAULT_TEMPLATES) * len(Z.DEFAULT_WORDS)
     assert zero["best_calibrated"]["calibrated"] and not zero["best_raw"]["calibrated"]
+    assert "test_accuracy" in zero["best_calibrated"] and "test_accuracy" in zero["best_raw"]
     assert len(zero["description_prototypes"]) == len(Z.DEFAULT_DESCRIPTIONS) * len(Z.EMBEDDING_VARIANTS)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,11 @@ def _parse_ks(text):
 def cmd_fewshot(args):
     from .. import zeroshot as Z
     ks = _parse_ks(args.ks)
+    finetune_ks = _parse_ks(args.finetune_ks) if args.finetune_ks else ()
     for flag, value, least in (("--draws", args.draws, 1), ("--finetune-draws", args.finetune_draws, 0),
-                               ("--pool", args.pool, 2), ("--finetune-steps", args.finetune_steps, 1)):
+                               ("--pool", args.pool, 2), ("--finetune-steps", args.finetune_steps, 1),
+                               ("--valid", args.valid, 2), ("--max-len", args.max_len, 8),
+                               ("--finetune-test", args.finetune_test, 2)):
         if value < least:
             raise UserError(f"{flag}: expected an integer >= {least}, got {value}")
     out = Path(args.out)
@@ -124,17 +128,31 @@ def cmd_fewshot(args):
     if max(ks) > fewest:
         raise UserError(f"--ks: k={max(ks)} is more than the {fewest} examples of one class in the pool "
                         f"(--pool {args.pool})")
-    splits = {"pool": (pool.texts, pool.labels), "valid": (corpus["valid"].texts, corpus["valid"].labels),
+    valid = corpus["valid"].subset(np.arange(min(args.valid, len(corpus["valid"]))))
+    splits = {"pool": (pool.texts, pool.labels), "valid": (valid.texts, valid.labels),
               "test": (corpus["test"].texts, corpus["test"].labels)}
-    states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()}, log=print)
-    result = {"checkpoint": str(args.checkpoint)}
+    start = time.perf_counter()
+    states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()}, max_len=args.max_len, log=print)
+    result = {"arguments": {k: v for k, v in vars(args).items() if k not in ("func", "command")}}
     if not args.no_zero_shot:
-        result["zero_shot"] = Z.zero_shot_experiment(lm, tok, splits, states)
+        result["zero_shot"] = Z.zero_shot_experiment(lm, tok, splits, states, max_len=args.max_len)
     result["few_shot"] = Z.few_shot_experiment(lm, tok, splits, states, ks=ks, n_draws=args.draws, seed=args.seed,
+                                               max_len=args.max_len, finetune_ks=finetune_ks,
                                                finetune_draws=args.finetune_draws, finetune_steps=args.finetune_steps,
-                                               finetune_lr=args.finetune_lr)
+                                               finetune_lr=args.finetune_lr, finetune_test=args.finetune_test)
+    result["seconds"] = time.perf_counter() - start
+    if args.save_embeddings:
+        # the test texts' embeddings of the chosen variant, float16, for notebook 13's PCA and neighbours
+        variant = tuple(result["few_shot"]["embedding_variant_key"])
+        e = Z.embeddings_for(states["test"], variant, states["pool"]).astype(np.float16)
+        path = Path(args.save_embeddings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, test=e, labels=corpus["test"].labels)
+        os.replace(tmp, path)
+        print(f"wrote {path}")
     _write_json_atomically(out, result)
-    print(f"wrote {out}")
+    print(f"wrote {out} ({result['seconds']:.0f}s)")
 
 
 def register(sub):
@@ -155,11 +173,19 @@ def register(sub):
     p.add_argument("--out", default="runs/zeroshot/results.json", help="JSON file to write")
     p.add_argument("--ks", default="1,2,4,8,16,32,64", help="examples per class (default 1,2,4,8,16,32,64)")
     p.add_argument("--draws", type=int, default=50, help="random draws of the k examples per k (default 50)")
-    p.add_argument("--finetune-draws", type=int, default=3,
-                   help="of these, how many also fine-tune the whole model (slow; default 3)")
-    p.add_argument("--finetune-steps", type=int, default=40, help="full-batch AdamW steps (default 40)")
+    p.add_argument("--finetune-ks", default="1,2,4,8,16,32,64",
+                   help="the k at which the whole model is also fine-tuned ('' for none)")
+    p.add_argument("--finetune-draws", type=int, default=1,
+                   help="how many of the draws also fine-tune the whole model (slow; default 1)")
+    p.add_argument("--finetune-steps", type=int, default=15, help="full-batch AdamW steps (default 15)")
     p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
-    p.add_argument("--pool", type=int, default=4000, help="draw from the first N training reviews (default 4000)")
+    p.add_argument("--finetune-test", type=int, default=400,
+                   help="fine-tuned models are scored on the first N test texts (default 400)")
+    p.add_argument("--pool", type=int, default=1000, help="draw from the first N training reviews (default 1000)")
+    p.add_argument("--valid", type=int, default=600,
+                   help="choose on the first N validation reviews (default 600)")
+    p.add_argument("--max-len", type=int, default=64, help="read at most this many tokens of a review (default 64)")
+    p.add_argument("--save-embeddings", help="also write the test texts' embeddings (float16 .npz) here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot table")
     p.set_defaults(func=cmd_fewshot)
