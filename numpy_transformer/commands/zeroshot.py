@@ -145,10 +145,13 @@ def cmd_fewshot(args):
         # the test texts' embeddings of the chosen variant, float16, for notebook 13's PCA and neighbours
         variant = tuple(result["few_shot"]["embedding_variant_key"])
         e = Z.embeddings_for(states["test"], variant, states["pool"]).astype(np.float16)
+        pooling, layers, centred = variant
+        center = Z.combine_layers(states["pool"][pooling], layers).mean(axis=0) if centred else \
+            np.zeros(e.shape[1])
         path = Path(args.save_embeddings)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, test=e, labels=corpus["test"].labels)
+        np.savez_compressed(tmp, test=e, labels=corpus["test"].labels, center=center)
         os.replace(tmp, path)
         print(f"wrote {path}")
     _write_json_atomically(out, result)
