@@ -341,3 +341,29 @@ def test_cli_errors_are_one_line(argv, needle, lm_checkpoint, classifier_checkpo
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], captured.err
     assert not list(tmp_path.glob("r*.json")), "nothing half-written"
+
+
+# --------------------------------------------------------------------------- #
+# The two figures of notebook 13
+# --------------------------------------------------------------------------- #
+
+def test_the_figures_draw_from_a_results_dict(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from numpy_transformer import viz
+    few = {"ks": [1, 2], "n_test": 10, "finetune": {"n_test": 5},
+           "accuracy": {"proto_cosine": {"1": [0.5, 0.6], "2": [0.7, 0.7]},
+                        "tfidf_lr": {"1": [0.5, 0.5], "2": [0.55, 0.6]},
+                        "finetune": {"2": [0.8]}, "proto_cosine_subset": {"2": [0.6]}}}
+    fig = viz.few_shot_curves(few, {"zero-shot": 0.65}, path=tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    line = fig.axes[0].lines[0]
+    np.testing.assert_allclose(line.get_ydata(), [0.55, 0.7])          # the mean over draws
+    plt.close(fig)
+    rows = [{"name": "…很[差/好]", "calibrated": c, "valid_accuracy": a} for c, a in ((False, 0.6), (True, 0.7))]
+    fig = viz.calibration_bars(rows, path=tmp_path / "bars.png")
+    widths = sorted(p.get_width() for p in fig.axes[0].patches)
+    np.testing.assert_allclose(widths, [0.6, 0.7])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="rows"):
+        viz.calibration_bars(rows[:1])
