@@ -644,7 +644,7 @@ def _tfidf_scores(train_texts, train_labels, test_texts, C):
 
 
 def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50, seed=0, max_len=None,
-                        finetune_ks=DEFAULT_KS, finetune_draws=1, finetune_steps=15, finetune_lr=1e-4,
+                        finetune_ks=DEFAULT_KS, finetune_draws=1, finetune_steps=15, finetune_lrs=(1e-4, 1e-3),
                         finetune_test=400, Cs=(0.1, 1.0, 10.0, 100.0), choose_k=8, choose_draws=20, log=print):
     """Accuracy-vs-k for every method, on the same draws: a JSON-able dict.
 
@@ -659,7 +659,9 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
     Fine-tuning the whole LM is slow in NumPy on a CPU, so it runs for the k in
     ``finetune_ks`` on the first ``finetune_draws`` draws only, and is scored
     on the first ``finetune_test`` test texts; the cosine prototypes of the
-    same draws are scored on the same texts beside it (``*_subset``).
+    same draws are scored on the same texts beside it (``*_subset``). Its
+    learning rate is chosen among ``finetune_lrs`` on validation (one draw at
+    k = ``choose_k``, the first ``finetune_test`` validation texts).
     """
     log = log or (lambda *_: None)
     t0 = _clock()
@@ -671,7 +673,7 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
     result = {"ks": list(ks), "n_draws": n_draws, "seed": seed, "max_len": max_len,
               "pool_size": len(pool_texts), "n_test": len(test_texts), "n_valid": len(valid_texts),
               "finetune": {"ks": [k for k in finetune_ks if k in ks], "draws": finetune_draws,
-                           "steps": finetune_steps, "lr": finetune_lr, "n_test": min(finetune_test, len(test_texts))}}
+                           "steps": finetune_steps, "n_test": min(finetune_test, len(test_texts))}}
 
     # 1. the embedding variant, chosen on validation: cosine prototypes, choose_draws draws at k = choose_k
     choose = few_shot_draws(pool_y, choose_k, choose_draws, np.random.default_rng([seed, 10_000]))
@@ -707,6 +709,20 @@ def few_shot_experiment(lm, tokenizer, splits, states, ks=DEFAULT_KS, n_draws=50
         result["C_valid"][name] = {str(C): v for C, v in scores.items()}
         log(f"{name}: C = {chosen_C[name]:g} chosen on validation ({scores[chosen_C[name]]:.3f})")
     result["C"] = chosen_C
+    finetune_lr = finetune_lrs[0]
+    if result["finetune"]["ks"] and len(finetune_lrs) > 1:
+        d = choose[0]
+        valid_rows = _encode_texts(lm, tokenizer, valid_texts[:finetune_test], max_len)
+        scores = {}
+        for lr in finetune_lrs:
+            model = fine_tune(lm, tokenizer, [pool_texts[i] for i in d], pool_y[d], steps=finetune_steps, lr=lr,
+                              seed=seed, max_len=max_len)
+            scores[lr] = float((model.predict_scores(valid_rows).argmax(1) == valid_y[:finetune_test]).mean())
+        finetune_lr = max(finetune_lrs, key=lambda lr: scores[lr])
+        result["finetune"]["lr_valid"] = {str(lr): v for lr, v in scores.items()}
+        log(f"fine-tuning: lr = {finetune_lr:g} chosen on validation ({scores[finetune_lr]:.3f}; "
+            f"{_clock() - t0:.0f}s)")
+    result["finetune"]["lr"] = finetune_lr
 
     # 3. the curves, on test; every method sees the same draws
     methods = ("proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr")

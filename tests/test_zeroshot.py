@@ -271,12 +271,14 @@ def test_experiments_run_end_to_end_on_a_tiny_model():
     splits = {"pool": (texts, labels), "valid": (texts[:20], labels[:20]), "test": (texts[20:], labels[20:])}
     states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()})
     kw = dict(ks=(1, 2), n_draws=3, finetune_ks=(2,), finetune_draws=1, finetune_steps=2, finetune_test=5,
+              finetune_lrs=(1e-4, 1e-3),
               choose_k=2, choose_draws=2, log=None)
     few = Z.few_shot_experiment(lm, tok, splits, states, **kw)
     assert set(few["accuracy"]) == {"proto_cosine", "proto_euclidean", "lr_embedding", "tfidf_lr", "finetune",
                                     "proto_cosine_subset"}
     assert len(few["accuracy"]["proto_cosine"]["2"]) == 3 and len(few["accuracy"]["finetune"]["2"]) == 1
     assert "1" not in few["accuracy"]["finetune"]
+    assert few["finetune"]["lr"] in (1e-4, 1e-3) and len(few["finetune"]["lr_valid"]) == 2
     again = Z.few_shot_experiment(lm, tok, splits, states, **kw)
     assert again["accuracy"] == few["accuracy"]                             # same seed, same numbers
     zero = Z.zero_shot_experiment(lm, tok, splits, states, log=None)
@@ -327,6 +329,7 @@ def test_cli_zeroshot_scores_the_texts_given(lm_checkpoint, capsys):
     (["fewshot", "{lm}", "--ks", "1,two"], "--ks"),
     (["fewshot", "{lm}", "--ks", "0,1"], "--ks"),
     (["fewshot", "{lm}", "--draws", "0"], "--draws"),
+    (["fewshot", "{lm}", "--finetune-lrs", "1e-4,fast"], "--finetune-lrs"),
     (["fewshot", "{lm}", "--out", "{tmp}/results.txt"], "--out"),
     (["fewshot", "{lm}", "--ks", "1,5000", "--out", "{tmp}/r.json"], "--ks: k=5000"),
 ])

@@ -117,6 +117,12 @@ def cmd_fewshot(args):
                                ("--finetune-test", args.finetune_test, 2)):
         if value < least:
             raise UserError(f"{flag}: expected an integer >= {least}, got {value}")
+    try:
+        lrs = tuple(float(x) for x in args.finetune_lrs.split(","))
+    except ValueError:
+        raise UserError(f"--finetune-lrs: expected comma-separated numbers, got {args.finetune_lrs!r}") from None
+    if not lrs or min(lrs) <= 0:
+        raise UserError(f"--finetune-lrs: expected positive learning rates, got {args.finetune_lrs!r}")
     out = Path(args.out)
     if out.suffix.lower() != ".json" or out.is_dir():
         raise UserError(f"--out: expected a .json file name, got {str(out)!r}")
@@ -139,7 +145,7 @@ def cmd_fewshot(args):
     result["few_shot"] = Z.few_shot_experiment(lm, tok, splits, states, ks=ks, n_draws=args.draws, seed=args.seed,
                                                max_len=args.max_len, finetune_ks=finetune_ks,
                                                finetune_draws=args.finetune_draws, finetune_steps=args.finetune_steps,
-                                               finetune_lr=args.finetune_lr, finetune_test=args.finetune_test)
+                                               finetune_lrs=lrs, finetune_test=args.finetune_test)
     result["seconds"] = time.perf_counter() - start
     if args.save_embeddings:
         # the test texts' embeddings of the chosen variant, float16, for notebook 13's PCA and neighbours
@@ -181,7 +187,8 @@ def register(sub):
     p.add_argument("--finetune-draws", type=int, default=1,
                    help="how many of the draws also fine-tune the whole model (slow; default 1)")
     p.add_argument("--finetune-steps", type=int, default=15, help="full-batch AdamW steps (default 15)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="fine-tuning learning rate (default 1e-4)")
+    p.add_argument("--finetune-lrs", default="1e-4,1e-3",
+                   help="fine-tuning learning rates to choose from on validation (default 1e-4,1e-3)")
     p.add_argument("--finetune-test", type=int, default=400,
                    help="fine-tuned models are scored on the first N test texts (default 400)")
     p.add_argument("--pool", type=int, default=1000, help="draw from the first N training reviews (default 1000)")
