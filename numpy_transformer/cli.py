@@ -27,7 +27,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("zeroshot",)
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot")
 
 
 class UserError(Exception):

@@ -279,8 +279,8 @@ class TransformerLM(_TransformerBase):
             self.head = Linear(d_model, vocab_size, bias=False, rng=rng, dtype=dtype)
         self._cache = None
 
-    def forward(self, ids, mask=None):
-        """ids (B, T) int, mask (B, T) bool (True = real token) or None -> logits (B, T, V)."""
+    def forward_hidden(self, ids, mask=None):
+        """ids (B, T) -> h (B, T, D): everything but the output layer (a fused loss reads h directly)."""
         _check_ids_and_mask(ids, mask, self.vocab_size, self.max_len)
         xp = self._xp()
         ids = xp.asarray(ids)
@@ -289,7 +289,15 @@ class TransformerLM(_TransformerBase):
         if mask is not None:
             attend = attend & F.padding_mask(xp.asarray(mask))              # (T, T) & (B, 1, 1, T) -> (B, 1, T, T)
         x = self._embed_forward(ids)                                        # (B, T, D)
-        h = self.encoder(x, attend)                                         # (B, T, D)
+        return self.encoder(x, attend)                                      # (B, T, D)
+
+    def backward_hidden(self, dh):
+        """dh (B, T, D) -> gradient w.r.t. the embedding output; the backward of `forward_hidden`."""
+        return self._embed_backward(self.encoder.backward(dh))
+
+    def forward(self, ids, mask=None):
+        """ids (B, T) int, mask (B, T) bool (True = real token) or None -> logits (B, T, V)."""
+        h = self.forward_hidden(ids, mask)                                  # (B, T, D)
         if self.tie_weights:
             B, T, D = h.shape
             # logits = h E^T: the embedding table read backwards
@@ -300,6 +308,30 @@ class TransformerLM(_TransformerBase):
             logits = self.head(h)                                           # (B, T, D) -> (B, T, V)
             self._cache = True
         return logits
+
+    def forward_cached(self, ids, kvs=None, start=0):
+        """Logits of new tokens only, reusing the keys and values of the tokens before them (generation.py).
+
+        ids (B, Tn) are the tokens at positions ``start .. start + Tn - 1``;
+        ``kvs`` holds every layer's keys and values of positions ``0 ..
+        start - 1`` (None when ``start`` is 0). Returns logits (B, Tn, V) and
+        the extended caches. Call in eval mode; there is no backward.
+        """
+        if self.training:
+            raise RuntimeError("TransformerLM.forward_cached: call model.eval() first (no dropout when generating)")
+        _check_ids_and_mask(ids, None, self.vocab_size, self.max_len)
+        Tn = ids.shape[1]
+        if start + Tn > self.max_len:
+            raise ValueError(f"start: positions up to {start + Tn} do not fit max_len={self.max_len}; "
+                             f"restart the cache on a shorter window")
+        xp = self._xp()
+        x = self.embed(xp.asarray(ids))                                      # (B, Tn, D)
+        if self.scale_embeddings:
+            x = x * self._embed_scale
+        x = x + self.pos._pe()[start:start + Tn]                             # the positions of the new tokens
+        h, kvs = self.encoder.forward_cached(x, kvs)                         # (B, Tn, D)
+        W = self.embed.E.data if self.tie_weights else self.head.W.data.T   # (V, D)
+        return h @ W.T, kvs                                                  # (B, Tn, V)
 
     def backward(self, dlogits):
         """dlogits (B, T, V) -> gradient w.r.t. the embedding output (B, T, D); accumulates every param.grad."""
