@@ -315,7 +315,7 @@ for k in few["ks"]:
     print(line)
 
 # %% [markdown]
-# **What it can do.** A four-layer character model pre-trained on two million characters of news
+# **What it can do.** A four-layer character model pre-trained on 2.7 million characters of news
 # and reviews has learned, from predicting the next character alone, which characters and phrases
 # go with praise and which with complaint. Read out through the next-character probabilities and
 # calibrated, that knowledge labels reviews it has never been told about; read out through its
