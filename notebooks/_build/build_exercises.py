@@ -529,11 +529,11 @@ def _():
     ]
 
 
-@notebook("ex6_prototypes")
+@notebook("ex7_prototypes")
 def _():
     return [
         md(r"""
-        # Exercise 6 · Few-shot classification with prototypes
+        # Exercise 7 · Few-shot classification with prototypes
 
         With only a few labelled examples per class, a pre-trained model's sentence embeddings can
         still classify: average each class's examples into a **prototype** $p_c$ and give a new text
