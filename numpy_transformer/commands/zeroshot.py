@@ -139,7 +139,9 @@ def cmd_fewshot(args):
               "test": (corpus["test"].texts, corpus["test"].labels)}
     start = time.perf_counter()
     states = Z.embed_splits(lm, tok, {k: v[0] for k, v in splits.items()}, max_len=args.max_len, log=print)
-    result = {"arguments": {k: v for k, v in vars(args).items() if k not in ("func", "command")}}
+    import hashlib
+    result = {"arguments": {k: v for k, v in vars(args).items() if k not in ("func", "command")},
+              "checkpoint_md5": hashlib.md5(Path(args.checkpoint).read_bytes()).hexdigest()}
     if not args.no_zero_shot:
         result["zero_shot"] = Z.zero_shot_experiment(lm, tok, splits, states, max_len=args.max_len)
     result["few_shot"] = Z.few_shot_experiment(lm, tok, splits, states, ks=ks, n_draws=args.draws, seed=args.seed,
