@@ -29,12 +29,12 @@
 # 2. its **next-character probabilities**: append "总之，这次体验很" to a review and compare the
 #    probabilities of 好 and 差, corrected by **contextual calibration** (Zhao et al. 2021).
 #
-# Recomputing every number takes about 20 minutes of one CPU core, so the notebook reads them from
+# Recomputing every number takes about 6 minutes of one CPU core, so the notebook reads them from
 # `assets/zeroshot_results.json` (made by the command in `assets/README.md`); set `RECOMPUTE = True`
 # to run the experiment again. The small live computations below use the model directly.
 
 # %%
-RECOMPUTE = False      # True: rerun the whole experiment (about 20 minutes on one core)
+RECOMPUTE = False      # True: rerun the whole experiment (about 6 minutes on one core, more on a busy one)
 
 import json
 from pathlib import Path
@@ -108,8 +108,9 @@ for t, row in zip(texts, e @ e.T):
 # ## 2. Nearest neighbours among the test reviews
 #
 # If the embedding carries sentiment, a review's nearest neighbours should share its label more
-# often than chance (50 %). They will mostly share its *topic* (hotels with hotels, books with
-# books): that is what predicting the next character rewards first.
+# often than chance (50 %). Read the examples: do the neighbours share the *label*, or rather the
+# topic and the form (hotels with hotels, short with short)? Predicting the next character rewards
+# the latter first.
 
 # %%
 E_test = saved["test"].astype(np.float64)                 # (N, D), unit rows, the chosen variant
@@ -315,20 +316,27 @@ for k in few["ks"]:
     print(line)
 
 # %% [markdown]
-# **What it can do.** A four-layer character model pre-trained on 2.7 million characters of news
-# and reviews has learned, from predicting the next character alone, which characters and phrases
-# go with praise and which with complaint. Read out through the next-character probabilities and
-# calibrated, that knowledge labels reviews it has never been told about; read out through its
-# averaged hidden states, it gives a space in which a handful of labelled reviews per class is
-# enough for a nearest-class-mean classifier, with no parameter fitted at all.
+# **Which checkpoint.** The numbers above come from the `lm_small.npz` that ships now (its md5 is
+# in the results file): an early checkpoint of the pre-training run (see `assets/README.md`; 7.8
+# held-out bits per character, where the 5-gram baseline of notebook 10 reaches 5.5). A model this
+# far from converged has learned which characters are frequent and little about what they mean
+# together, and every method here can only read out what pre-training put in.
 #
-# **What it cannot do.** It does not follow instructions: a template works only because the
-# continuation it asks for (很好 / 很差) is common text, and a change of wording moves the
-# accuracy by several points (section 5) — prompting as an instruction appears only in models
-# thousands of times larger. Its embeddings are dominated by topic and form (hotel, book,
-# laptop; long or short) rather than sentiment, so prototypes saturate: more labelled examples
-# sharpen the class means but cannot move the overlap of the two clouds in section 3, while a
-# model that *learns* from the labels — TF-IDF + logistic regression, or fine-tuning the whole
-# network — keeps improving and overtakes it (section 4). And with k = 1 or 2, which reviews
-# happen to be labelled matters as much as the method: always look at the spread, not just the
-# mean.
+# **What it can do.** Its embeddings and next-character probabilities carry *some* sentiment: the
+# label-word AUC is above 0.5 before any label is seen, and the accuracy of every few-shot method
+# climbs with k. Contextual calibration does what it promises: the raw label words call almost
+# every review positive (or, with other words, negative), and dividing by the content-free
+# probabilities spreads the decisions over both classes, which lifts the accuracy of the chosen
+# template by several points — with the ranking, and so the AUC, unchanged.
+#
+# **What it cannot do.** It does not follow instructions: a template works only insofar as the
+# continuation it asks for is common text, and changing one word moves the result (section 5);
+# prompting as an instruction appears only in models thousands of times larger (errata E10). Its
+# embeddings are dominated by what predicts the next character — topic, form, length — more than by
+# sentiment, so prototypes barely improve as k grows: more labelled examples sharpen the class
+# means but cannot separate clouds that overlap (section 3). A model that *learns from the labels*
+# — character TF-IDF + logistic regression on the same k reviews — overtakes the prototypes from a
+# handful of examples per class, and the gap widens with k. With k = 1 or 2, which reviews happen to
+# be labelled matters as much as the method: look at the spread, not only the mean. Zero-shot and
+# few-shot learning are only as good as the pre-trained model underneath; a better-trained
+# checkpoint (`RECOMPUTE = True` after replacing it) is the first thing to try.
