@@ -1,12 +1,7 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
@@ -34,15 +29,18 @@
 # to run the experiment again. The small live computations below use the model directly.
 
 # %%
+from numpy_transformer import viz
+viz.notebook_setup()
 RECOMPUTE = False      # True: rerun the whole experiment (about 6 minutes on one core, more on a busy one)
 
+# %%
 import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from numpy_transformer import checkpoint, viz
+from numpy_transformer import checkpoint
 from numpy_transformer import zeroshot as Z
 from numpy_transformer.data import SEED_SENTENCES, load_corpus
 from numpy_transformer.tokenizer import CharTokenizer
@@ -52,8 +50,6 @@ ROOT = Path.cwd() if (Path.cwd() / "notebooks").is_dir() else Path.cwd().parent
 ASSETS = ROOT / "notebooks" / "assets"
 LM_PATH, RESULTS_PATH, EMBEDDINGS_PATH = (ASSETS / "lm_small.npz", ASSETS / "zeroshot_results.json",
                                           ASSETS / "zeroshot_embeddings.npz")
-viz.use_cjk_font()
-np.set_printoptions(precision=3, suppress=True)
 
 if RECOMPUTE:
     from numpy_transformer.cli import main

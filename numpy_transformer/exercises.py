@@ -16,7 +16,7 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
                                                       -> distances (Nq, C), pred (Nq,), accuracy
 
 and each has a ``check_<name>(fn)`` here. A check runs the student's function
-on a few fixed inputs, easy ones first, and stops at the first problem:
+on a few fixed inputs, easy ones first, and reports the first problem:
 
 1. It calls the function. ``NotImplementedError`` means "not implemented
    yet"; any other exception is reported with its text, the student's line
@@ -32,15 +32,25 @@ on a few fixed inputs, easy ones first, and stops at the first problem:
    the check names that mistake and gives a hint. Otherwise it reports the
    worst element: which output, at which index, expected and got.
 
-A check prints its verdict and returns a `CheckResult` (``ok``, ``message``,
-``kind``, ``mistakes``). The reference solutions are ``solutions.<name>``; with
-the environment variable ``NT_SOLUTIONS=1`` set, `use_solution_if_requested`
-swaps them in for the student's stubs, so that the notebooks run with the
-solutions filled in (that is how the tests execute them).
+Every case is run, even after a failure, to give partial credit: per case, a
+point for running cleanly with the right shapes and a point for each output
+with the right values. The verdict is the first failing case's.
+
+A check prints its verdict, ending with the score, and returns a `CheckResult`
+(``ok``, ``message``, ``kind``, ``mistakes``, ``points``, ``max_points``). In
+the notebooks each check is an nbgrader test cell that ends with
+``result.points``: nbgrader reads that number as the cell's score, and shows
+the printed verdict as the feedback (notebooks/exercises/README.md).
+
+The reference solutions are ``solutions.<name>``, written independently of
+`functional.py`; the teacher's notebooks hold the same code between nbgrader's
+``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines (tests/test_exercises.py
+checks that both get full marks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -56,15 +66,11 @@ from . import functional as F
 from .gradcheck import check_gradients
 
 __all__ = [
-    "CheckResult", "solutions", "use_solution_if_requested", "assert_if_solutions", "solutions_requested",
-    "show_solution",
+    "CheckResult", "solutions", "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
     "check_positional_encoding", "check_top_p_filter", "check_prototype_classify",
 ]
-
-SOLUTIONS_ENV = "NT_SOLUTIONS"
-
 
 # --------------------------------------------------------------------------- #
 # What a check returns
@@ -81,12 +87,17 @@ class CheckResult:
         "shape", "not_finite", "mistake" (a known mistake recognised),
         "wrong_value" (wrong, and no known mistake matches) or "not_callable".
     mistakes: the keys of the recognised mistakes (see ``_EXERCISES``), first one first.
+    points, max_points: the partial credit, a point per check passed (per test case, one for
+        running with the right shapes and one for each right output). A notebook's graded
+        check cell ends with ``result.points``, which nbgrader reads as the cell's score.
     """
 
     ok: bool
     message: str
     kind: str = "correct"
     mistakes: tuple = ()
+    points: int = 0
+    max_points: int = 0
 
     @property
     def mistake(self):
@@ -97,7 +108,8 @@ class CheckResult:
         return self.message
 
     def __repr__(self):
-        return f"CheckResult(ok={self.ok}, kind={self.kind!r}, mistakes={self.mistakes!r})"
+        return (f"CheckResult(ok={self.ok}, kind={self.kind!r}, mistakes={self.mistakes!r}, "
+                f"points={self.points}/{self.max_points})")
 
 
 # --------------------------------------------------------------------------- #
@@ -236,39 +248,6 @@ class _Solutions:
 
 
 solutions = _Solutions()
-
-
-def solutions_requested():
-    """True when the environment variable NT_SOLUTIONS is "1" (teachers, and the notebook tests)."""
-    return os.environ.get(SOLUTIONS_ENV, "").strip() == "1"
-
-
-def use_solution_if_requested(fn, name=None):
-    """Return the reference solution in place of ``fn`` when NT_SOLUTIONS=1, else ``fn`` itself.
-
-    The solution is looked up by the function's name (or ``name``), so a
-    notebook writes ``softmax_backward = exercises.use_solution_if_requested(softmax_backward)``
-    right after the stub, and runs top to bottom with the solutions filled in.
-    """
-    if not solutions_requested():
-        return fn
-    name = name or getattr(fn, "__name__", None)
-    if name not in _EXERCISES:
-        raise ValueError(f"{SOLUTIONS_ENV}=1, but there is no reference solution called {name!r}; "
-                         f"the solutions are {sorted(_EXERCISES)}")
-    print(f"({SOLUTIONS_ENV}=1: using the reference solution exercises.solutions.{name})")
-    return getattr(solutions, name)
-
-
-def assert_if_solutions(result):
-    """Under NT_SOLUTIONS=1, fail loudly when a check did not pass; otherwise do nothing.
-
-    A student's notebook must run to the end whatever state their answers are
-    in, but a test run with the solutions filled in must fail if a check (or a
-    solution) is broken.
-    """
-    if solutions_requested() and not result.ok:
-        raise AssertionError(f"{SOLUTIONS_ENV}=1, yet the check did not pass:\n{result.message}")
 
 
 def show_solution(name):
@@ -956,62 +935,84 @@ def _worst_element(ex, case, wrong, outs, grads, right):
     return lines
 
 
+def _case_points(ex):
+    """What one test case is worth: a point for running cleanly with the right shapes, one per right output."""
+    return 1 + len(ex.outputs)
+
+
 def _run_case(fn, ex, case):
-    """Run one case: returns (None, worst error) if it passes, else (CheckResult, None)."""
+    """Run one case: returns (failure or None, worst error when it passes, points scored).
+
+    The points (see `_case_points`): one when the function runs, leaves its inputs alone and
+    returns arrays of the right number and shapes; one for each output whose values are right
+    (right shape, finite, and within tolerance), whatever the other outputs hold.
+    """
     args = _copies(case.args)
     try:
         result = _quietly(fn, *args)
     except NotImplementedError:
         return CheckResult(False, f"○ Not implemented yet: {ex.name} still raises NotImplementedError. Replace "
                                   "`raise NotImplementedError` with your code, run that cell, then run the check "
-                                  "again.", "not_implemented"), None
+                                  "again.", "not_implemented"), None, 0
     except Exception as exc:
         where = _student_line(exc)
         hints = [hint for needle, hint in ex.error_hints + _COMMON_ERROR_HINTS if needle in str(exc)]
         return _fail("error", [f"{ex.name} raised an error on {case.label}:", f"    {type(exc).__name__}: {exc}",
                                f"(in your {where})" if where else "",
-                               *(f"Hint: {h}" for h in hints[:2]), case.hint]), None
+                               *(f"Hint: {h}" for h in hints[:2]), case.hint]), None, 0
+    modified = None
     for name, before, after in zip(ex.arg_names, case.args, args):
         if isinstance(before, np.ndarray) and not np.array_equal(before, after, equal_nan=True):
-            return _fail("modified_input", [f"{ex.name} changed its input {name} in place (on {case.label}).",
-                                            f"Compute new arrays instead (`a = a - b`, not `a -= b`): a caller may "
-                                            f"still need {name}, and in a network with residual connections the "
-                                            "same gradient array feeds two branches."]), None
+            modified = _fail("modified_input", [f"{ex.name} changed its input {name} in place (on {case.label}).",
+                                                f"Compute new arrays instead (`a = a - b`, not `a -= b`): a caller "
+                                                f"may still need {name}, and in a network with residual connections "
+                                                "the same gradient array feeds two branches."])
+            break
     outs = _unpack(ex, case, result)
     if isinstance(outs, CheckResult):
-        return outs, None
+        return modified or outs, None, 0
     if ex.normalize is not None:
         outs = ex.normalize(outs, case)
-    variants = _Variants(ex, case)
-    for i, (got, exp) in enumerate(zip(outs, case.expected)):
-        if got.shape != exp.shape:
-            return _shape_problem(ex, case, i, got, variants), None
+    n = len(outs)
+    shaped = [got.shape == exp.shape for got, exp in zip(outs, case.expected)]
+    finite = [ok and bool(np.isfinite(got).all()) for ok, got in zip(shaped, outs)]
 
-    bad = [i for i, got in enumerate(outs) if not np.isfinite(got).all()]
+    # Which outputs hold the right values. An output with a wrong shape or NaN counts as wrong, and the
+    # reference stands in for it in the gradient check, so that the other outputs are still judged.
+    usable = tuple(got if ok else exp for got, exp, ok in zip(outs, case.expected, finite))
+    grads = None
+    if case.gradients is not None:
+        grads = case.gradients(usable)
+        errors = [r.max_rel_error for r in grads]
+        wrong = [i for i, r in enumerate(grads) if not r.ok or not finite[i]]
+    else:
+        errors = [float(np.abs(got.astype(np.float64) - exp).max()) if exp.size else 0.0
+                  for got, exp in zip(usable, case.expected)]
+        scales = [1.0 + float(np.abs(exp).max()) if exp.size else 1.0 for exp in case.expected]
+        tols = [(1e-8 if got.dtype.itemsize >= 8 else 1e-5) * s for got, s in zip(usable, scales)]
+        wrong = [i for i, (e, t) in enumerate(zip(errors, tols)) if e > t or not finite[i]]
+    points = (modified is None and all(shaped)) + (n - len(wrong))
+    if modified is not None:
+        return modified, None, points
+
+    variants = _Variants(ex, case)
+    for i, (got, ok) in enumerate(zip(outs, shaped)):
+        if not ok:
+            return _shape_problem(ex, case, i, got, variants), None, points
+
+    bad = [i for i in range(n) if not finite[i]]
     if bad:
         found = [(ex.outputs[i], m) for i in bad if (m := variants.match(i, outs[i])) is not None]
         if len(found) == len(bad):
-            return _fail("mistake", _mistake_report(ex, case, found, []), _keys(found)), None
+            return _fail("mistake", _mistake_report(ex, case, found, []), _keys(found)), None, points
         i = bad[0]
         index = tuple(int(n) for n in np.argwhere(~np.isfinite(outs[i]))[0])
         return _fail("not_finite", [f"{ex.outputs[i]} contains NaN or inf, first at index {index} (on {case.label}).",
                                     case.nan_hint or "NaN comes from 0/0, inf - inf or inf/inf; inf from exp of "
-                                    "a large number or a division by 0.", case.hint]), None
+                                    "a large number or a division by 0.", case.hint]), None, points
 
-    grads = None
-    if case.gradients is not None:
-        grads = case.gradients(outs)
-        errors = [r.max_rel_error for r in grads]
-        wrong = [i for i, r in enumerate(grads) if not r.ok]
-    else:
-        errors = [float(np.abs(got.astype(np.float64) - exp).max()) if exp.size else 0.0
-                  for got, exp in zip(outs, case.expected)]
-        scales = [1.0 + float(np.abs(exp).max()) if exp.size else 1.0 for exp in case.expected]
-        tols = [(1e-8 if got.dtype.itemsize >= 8 else 1e-5) * s for got, s in zip(outs, scales)]
-        wrong = [i for i, (e, t) in enumerate(zip(errors, tols)) if e > t]
     if not wrong:
-        return None, max(errors)
-
+        return None, max(errors), points
     right = [name for i, name in enumerate(ex.outputs) if i not in wrong]
     found = [(ex.outputs[i], m) for i in wrong if (m := variants.match(i, outs[i])) is not None]
     unexplained = [i for i in wrong if ex.outputs[i] not in {name for name, _ in found}]
@@ -1019,21 +1020,36 @@ def _run_case(fn, ex, case):
         lines = _mistake_report(ex, case, found, [] if unexplained else right)
         if unexplained:
             lines += _worst_element(ex, case, unexplained, outs, grads, right)
-        return _fail("mistake", lines, _keys(found)), None
-    return _fail("wrong_value", _worst_element(ex, case, wrong, outs, grads, right)), None
+        return _fail("mistake", lines, _keys(found)), None, points
+    return _fail("wrong_value", _worst_element(ex, case, wrong, outs, grads, right)), None, points
+
+
+def _score_line(points, max_points):
+    return f"Score: {points} of {max_points} points (per test case, one for running with the right shapes " \
+           "and one for each right output)."
 
 
 def _run_check(fn, ex):
-    if not callable(fn):
-        return _fail("not_callable", [f"Pass the function itself: check_{ex.name}({ex.name}), without calling it "
-                                      f"(got a {type(fn).__name__})."])
+    """Run every case; the verdict is the first failing case's, the score counts every case's points."""
     cases = ex.cases()
-    worst = 0.0
+    max_points = len(cases) * _case_points(ex)
+    if not callable(fn):
+        return dataclasses.replace(
+            _fail("not_callable", [f"Pass the function itself: check_{ex.name}({ex.name}), without calling it "
+                                   f"(got a {type(fn).__name__})."]), max_points=max_points)
+    worst, points, first_failure = 0.0, 0, None
     for case in cases:
-        failure, error = _run_case(fn, ex, case)
+        failure, error, case_points = _run_case(fn, ex, case)
+        points += case_points
         if failure is not None:
-            return failure
-        worst = max(worst, error)
+            first_failure = first_failure or failure
+        else:
+            worst = max(worst, error)
+    if first_failure is not None:
+        message = first_failure.message
+        if first_failure.kind != "not_implemented":
+            message += "\n  " + _score_line(points, max_points)
+        return dataclasses.replace(first_failure, message=message, points=points, max_points=max_points)
     if ex.is_backward:
         how = "agrees with the numerical gradient" if all(case.gradients is not None for case in cases) else \
               "agrees with the numerical gradient and the reference"
@@ -1042,7 +1058,8 @@ def _run_check(fn, ex):
         how, measure = "agrees with the reference", f"largest difference {worst:.1e}"
     labels = "; ".join(case.label for case in cases)
     return CheckResult(True, f"✓ Correct: {ex.name} {how} on all {len(cases)} test cases; {measure}.\n"
-                             f"  (Tested on {labels}.)", "correct")
+                             f"  (Tested on {labels}.)\n  {_score_line(points, max_points)}", "correct",
+                       points=points, max_points=max_points)
 
 
 def _check(name, fn, verbose):

@@ -290,6 +290,14 @@ def _text_colour(rgba) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+def text_colour(rgba) -> str:
+    """"black" or "white", whichever reads better on a cell of colour ``rgba``, e.g. ``image.cmap(image.norm(v))``.
+
+    For numbers written on a heatmap in a notebook (the plots here do it themselves).
+    """
+    return _text_colour(rgba)
+
+
 def _annotate_cells(ax, values: np.ndarray, image, fmt: str, fontsize: float) -> None:
     """Print each cell's value in the cell, in a colour that stays readable."""
     for (i, j), v in np.ndenumerate(values):
@@ -854,3 +862,74 @@ def calibration_bars(rows, split="valid", path=None):
     ax.set_title("zero-shot label words: before and after contextual calibration", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------
+# Notebooks
+# ----------------------------------------------------------------------------
+
+NOTEBOOK_DPI = 80
+
+
+def _compact_png(fig) -> bytes:
+    """A figure as a 256-colour PNG: it looks the same in a notebook and takes about a third of the bytes."""
+    import io
+
+    from PIL import Image   # matplotlib depends on Pillow
+
+    image, out = io.BytesIO(), io.BytesIO()
+    fig.savefig(image, format="png", bbox_inches="tight")
+    Image.open(image).convert("RGB").quantize(256).save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def notebook_setup(precision: int = 3) -> str | None:
+    """The first cell of every notebook: ``from numpy_transformer import viz; viz.notebook_setup()``.
+
+    * figures inline, as PNG (stored as compact 256-colour PNGs, so that the
+      committed notebooks stay small), at ``NOTEBOOK_DPI`` dots per inch;
+    * Chinese labels drawn with a CJK font (``use_cjk_font``), whose name it prints;
+    * NumPy prints ``precision`` decimals, no scientific notation for small
+      numbers, 100 characters a line.
+
+    Outside IPython (a plain ``python notebooks/NN_title.py``) the figure
+    settings that need IPython are skipped. Returns the CJK font's family, or None.
+    """
+    import matplotlib
+
+    ip = None
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+    except ImportError:
+        pass
+    if ip is not None and hasattr(ip, "kernel"):
+        import matplotlib.pyplot  # noqa: F401  (first: importing pyplot resets the figure formatters)
+        from matplotlib.figure import Figure
+
+        ip.run_line_magic("matplotlib", "inline")
+        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+        ip.display_formatter.formatters["image/png"].for_type(Figure, _compact_png)
+    matplotlib.rcParams["figure.dpi"] = NOTEBOOK_DPI
+    np.set_printoptions(precision=precision, suppress=True, linewidth=100)
+    family = use_cjk_font()
+    print("font for Chinese labels:", family)
+    return family
+
+
+def table(values, rows, cols, fmt: str = "{:.3f}") -> None:
+    """Show a small matrix in a notebook as an HTML table: ``values[i][j]`` in row ``rows[i]``, column ``cols[j]``.
+
+    Numbers are formatted with ``fmt``, strings shown as they are (HTML-escaped).
+    """
+    import html
+
+    from IPython.display import HTML, display
+
+    def show(v):
+        return html.escape(v if isinstance(v, str) else fmt.format(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
+    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
+                   for r, row in zip(rows, values))
+    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))

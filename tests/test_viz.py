@@ -336,3 +336,36 @@ def test_training_curves_draws_a_train_history_dict_and_skips_other_entries():
         "train_loss", "valid_loss", "lowest valid_loss"]
     assert [line.get_label() for line in score_ax.lines] == ["valid_acc"]
     assert loss_ax.lines[-1].get_xdata()[0] == 20  # lowest valid_loss at step 20
+
+
+def test_notebook_setup_outside_ipython_sets_print_options_and_dpi_and_names_the_font(capsys):
+    before, dpi = np.get_printoptions(), matplotlib.rcParams["figure.dpi"]
+    try:
+        family = viz.notebook_setup(precision=4)
+        assert np.get_printoptions()["precision"] == 4 and np.get_printoptions()["suppress"]
+        assert matplotlib.rcParams["figure.dpi"] == viz.NOTEBOOK_DPI
+        assert capsys.readouterr().out == f"font for Chinese labels: {family}\n"
+    finally:
+        np.set_printoptions(**before)
+        matplotlib.rcParams["figure.dpi"] = dpi
+
+
+def test_compact_png_is_a_png():
+    fig, ax = plt.subplots()
+    ax.imshow(np.arange(12.0).reshape(3, 4))
+    assert viz._compact_png(fig).startswith(PNG_MAGIC)
+
+
+def test_table_escapes_its_strings(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    viz.table([[0.5, "<b>"]], ["row"], ["x", "y"])
+    html = shown[0].data
+    assert "<td>0.500</td>" in html and "&lt;b&gt;" in html and "<th>row</th>" in html
+
+
+def test_text_colour_is_white_on_dark_cells_and_black_on_light_ones():
+    assert viz.text_colour((0.0, 0.0, 0.2, 1.0)) == "white"
+    assert viz.text_colour((1.0, 1.0, 0.9, 1.0)) == "black"
+    cmap = plt.get_cmap("RdBu_r")
+    assert viz.text_colour(cmap(0.0)) == "white" and viz.text_colour(cmap(0.5)) == "black"
