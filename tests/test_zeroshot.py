@@ -331,6 +331,8 @@ def test_cli_zeroshot_scores_the_texts_given(lm_checkpoint, capsys):
     (["fewshot", "{lm}", "--draws", "0"], "--draws"),
     (["fewshot", "{lm}", "--finetune-lrs", "1e-4,fast"], "--finetune-lrs"),
     (["fewshot", "{lm}", "--out", "{tmp}/results.txt"], "--out"),
+    (["fewshot", "{lm}", "--out", "{tmp}"], "--out"),
+    (["fewshot", "{lm}", "--out", "{tmp}/r.json", "--save-embeddings", "{tmp}/e.txt"], "--save-embeddings"),
     (["fewshot", "{lm}", "--ks", "1,5000", "--out", "{tmp}/r.json"], "--ks: k=5000"),
 ])
 def test_cli_errors_are_one_line(argv, needle, lm_checkpoint, classifier_checkpoint, tmp_path, capsys):

@@ -126,9 +126,11 @@ def cmd_fewshot(args):
         raise UserError(f"--finetune-lrs: expected comma-separated numbers, got {args.finetune_lrs!r}") from None
     if not lrs or min(lrs) <= 0:
         raise UserError(f"--finetune-lrs: expected positive learning rates, got {args.finetune_lrs!r}")
-    out = Path(args.out)
-    if out.suffix.lower() != ".json" or out.is_dir():
-        raise UserError(f"--out: expected a .json file name, got {str(out)!r}")
+    from .. import runs
+    # the output locations are checked before minutes of work, not after (runs.py)
+    out = runs.check_output_file(args.out, "--out", ".json")
+    if args.save_embeddings:
+        runs.check_output_file(args.save_embeddings, "--save-embeddings", ".npz")
     lm, tok = _load_lm(args.checkpoint)
     from ..data import load_corpus
     corpus = load_corpus()
