@@ -196,6 +196,13 @@ def test_a_long_review_keeps_its_end_and_fits():
     assert np.isfinite(lp).all()
 
 
+def test_a_long_review_is_cut_at_its_start_so_that_its_end_meets_the_template():
+    lm = tiny_lm()                                               # max_len 24: [EOS] + 22 characters + "很"
+    end = "好看很差" * 5 + "满意"                                # 22 characters
+    long, short = Z.word_log_probs(lm, TOK, ["失望" * 20 + end, end], "{text}很", ["好", "差"])
+    np.testing.assert_allclose(long, short, atol=1e-12)
+
+
 def test_label_word_errors():
     with pytest.raises(ValueError, match="template"):
         Z.LabelWords("总之，这次体验很", (("差",), ("好",)))
