@@ -58,7 +58,7 @@ def top_p_filter(probs, p):
     """The nucleus of each row of probs (..., V), renormalised.
 
     probs: (..., V), rows summing to 1; p: 0 < p <= 1
-    Returns kept (..., V), same token order as probs.
+    Returns kept (..., V), in the same token order as probs.
     """
     ### BEGIN SOLUTION
     order = np.argsort(-probs, axis=-1, kind="stable")     # most likely first
