@@ -7,6 +7,8 @@ Commands
   predict    label and every class's probability for each text (arguments, --file, or - for stdin)
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
+  zeroshot   label-word scores of a pre-trained language model, raw and calibrated (notebook 13)
+  fewshot    accuracy vs k labels per class: prototypes, linear models, fine-tuning (notebook 13)
 
 Bad input (an empty text, a missing file, a malformed TSV, a bad flag, an
 unwritable --out ...) ends with one line ``error: ...`` on stderr and exit
@@ -28,7 +30,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "longtext")
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot", "longtext")
 
 
 class UserError(Exception):
