@@ -117,22 +117,29 @@ def _train_config(args):
                        max_steps=args.steps, log_every=args.log_every)
 
 
-def _load_checkpoint(path, command="predict"):
+def _open_checkpoint(path):
+    """Any model checkpoint that can read text: (model, tokenizer, checkpoint), or one clear error."""
     from .checkpoint import load
     from .tokenizer import CharTokenizer
     if not Path(path).exists():
         raise UserError(f"checkpoint {str(path)!r} does not exist (train one with "
                         f"`python -m numpy_transformer train --out DIR`)")
     ckpt = load(path)
-    kind = type(ckpt.model).__name__
+    if ckpt.tokenizer is None:
+        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
+    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+
+
+def _load_checkpoint(path, command="predict"):
+    """A classifier checkpoint for ``command``; a language model is named as one."""
+    model, tokenizer, ckpt = _open_checkpoint(path)
+    kind = type(model).__name__
     if kind == "TransformerLM":
         raise UserError(f"checkpoint {str(path)!r}: this is a language model (TransformerLM), not a classifier; "
                         f"use generate, not {command}")
     if kind != "TransformerClassifier":
         raise UserError(f"checkpoint {str(path)!r} holds a {kind}, expected a TransformerClassifier")
-    if ckpt.tokenizer is None:
-        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
-    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+    return model, tokenizer, ckpt
 
 
 def _check_texts(texts, tokenizer, max_len, out=None):
