@@ -7,6 +7,8 @@ Commands
   predict    label and every class's probability for each text (arguments, --file, or - for stdin)
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
+  zeroshot   label-word scores of a pre-trained language model, raw and calibrated (notebook 13)
+  fewshot    accuracy vs k labels per class: prototypes, linear models, fine-tuning (notebook 13)
   compress   prune, quantize or distill a checkpoint (commands/compress.py)
 
 Bad input (an empty text, a missing file, a malformed TSV, a bad flag, an
@@ -29,7 +31,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "longtext", "compress")
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot", "longtext", "compress")
 
 
 class UserError(Exception):
@@ -116,7 +118,8 @@ def _train_config(args):
                        max_steps=args.steps, log_every=args.log_every)
 
 
-def _load_checkpoint(path, command="predict"):
+def _open_checkpoint(path):
+    """Any model checkpoint that can read text: (model, tokenizer, checkpoint), or one clear error."""
     from .checkpoint import load
     from .tokenizer import CharTokenizer
     if not Path(path).exists():
@@ -125,15 +128,21 @@ def _load_checkpoint(path, command="predict"):
     from .compression import is_compressed, load_compressed
     # a pruned or quantized model (`compress` writes them) loads through its own format
     ckpt = load_compressed(path) if is_compressed(path) else load(path)
-    kind = type(ckpt.model).__name__
+    if ckpt.tokenizer is None:
+        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
+    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+
+
+def _load_checkpoint(path, command="predict"):
+    """A classifier checkpoint for ``command``; a language model is named as one."""
+    model, tokenizer, ckpt = _open_checkpoint(path)
+    kind = type(model).__name__
     if kind == "TransformerLM":
         raise UserError(f"checkpoint {str(path)!r}: this is a language model (TransformerLM), not a classifier; "
                         f"use generate, not {command}")
     if kind not in ("TransformerClassifier", "Int8Classifier"):      # Int8Classifier: `compress quantize --compute int8`
         raise UserError(f"checkpoint {str(path)!r} holds a {kind}, expected a TransformerClassifier")
-    if ckpt.tokenizer is None:
-        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
-    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+    return model, tokenizer, ckpt
 
 
 def _check_texts(texts, tokenizer, max_len, out=None):

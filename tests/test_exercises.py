@@ -80,6 +80,24 @@ def _cross_entropy_via_log_softmax(logits, targets):
     return F.log_softmax_backward(dlogp, cache)
 
 
+def _prototypes_with_zeroshot(support_x, support_y, query_x, query_y):
+    """The library's own functions (numpy_transformer/zeroshot.py) must agree with the reference."""
+    from numpy_transformer import zeroshot as Z
+    C = int(support_y.max()) + 1
+    d = Z.prototype_distances(query_x, Z.class_prototypes(support_x, support_y, C), "cosine")
+    return d, d.argmin(1), float((d.argmin(1) == query_y).mean())
+
+
+def _prototypes_by_similarity(support_x, support_y, query_x, query_y):
+    """np.unique for the classes, a similarity's argmax, a Python list for pred."""
+    classes = np.unique(support_y)
+    protos = np.array([np.mean(support_x[support_y == c], axis=0) for c in classes])
+    sim = np.einsum("nd,cd->nc", query_x, protos) / np.outer(np.linalg.norm(query_x, axis=1),
+                                                            np.linalg.norm(protos, axis=1))
+    pred = [int(i) for i in sim.argmax(axis=1)]
+    return 1 - sim, pred, np.mean(np.array(pred) == query_y)
+
+
 @pytest.mark.parametrize("name, fn", [
     ("softmax_backward", _softmax_backward_by_jacobian),
     ("layernorm_backward", _layernorm_backward_long_form),
@@ -93,6 +111,8 @@ def _cross_entropy_via_log_softmax(logits, targets):
     ("quantize_int8", lambda w, scale=None: F.quantize_int8(w, scale)),
     ("quantize_int8", lambda w, scale=None: E.solutions.quantize_int8(w.astype(np.float32), scale)),   # q as int8
     ("dequantize_int8", lambda q, scale: np.einsum("ij,j->ij", q, scale)),
+    ("prototype_classify", _prototypes_with_zeroshot),
+    ("prototype_classify", _prototypes_by_similarity),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_correct_answers_written_differently_also_pass(name, fn):
     result = check(name, fn)
@@ -135,6 +155,10 @@ REQUIRED = [
     ("quantize_int8", "truncated", "truncation"),
     ("quantize_int8", "no_clipping", "did not clip to [-127, 127]"),
     ("dequantize_int8", "forgot_scale", "forgot the scale"),
+    ("prototype_classify", "no_normalisation", "without normalising"),
+    ("prototype_classify", "argmax_distance", "argmax of the distances"),
+    ("prototype_classify", "prototypes_from_queries", "from the query (test) examples"),
+    ("prototype_classify", "class_order", "order in which the classes first appear"),
 ]
 
 
@@ -163,6 +187,16 @@ def _layernorm_with_np_std(x, gamma, beta, eps=1e-5):
     return gamma * xhat + beta, xhat, 1 / (sigma + eps)
 
 
+def _prototypes_farthest(support_x, support_y, query_x, query_y):
+    d, _, _ = E.solutions.prototype_classify(support_x, support_y, query_x, query_y)
+    pred = np.array([int(np.argmax(row)) for row in d])
+    return d, pred, (pred == query_y).sum() / len(query_y)
+
+
+def _prototypes_from_the_test_texts(support_x, support_y, query_x, query_y):
+    return E.solutions.prototype_classify(query_x, query_y, query_x, query_y)
+
+
 def _pe_seed_style(T, D):
     pe = np.empty((T, D))
     for pos in range(T):
@@ -187,6 +221,9 @@ def _pe_seed_style(T, D):
     ("quantize_int8", lambda w, scale=None: (np.round(w / (np.abs(w).max(0) / 127 if scale is None else scale)),
                                              np.abs(w).max(0) / 127 if scale is None else scale), "no_clipping_no_cast"),
     ("dequantize_int8", lambda q, scale: q * 1.0, "forgot_scale"),
+    ("prototype_classify", _prototypes_farthest, "argmax_distance"),
+    ("prototype_classify", _prototypes_from_the_test_texts,
+     "prototypes_from_queries"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_mistakes_are_recognised_by_value_however_they_are_written(name, fn, key):
     result = check(name, fn)
