@@ -36,6 +36,12 @@ token  id  use
 [BOS]  3   start of a sequence for the language model
 [EOS]  4   end of a sequence for the language model
 ====== == ==========================================================
+
+A vocabulary may add *extra* special tokens after these five, before the
+characters: the pre-training vocabulary (`corpus.py`) adds ``[MASK]`` (id 5)
+for masked-language-model pre-training. ``CharTokenizer(chars,
+extra_special=("[MASK]",))`` does it; the five ids above never move, and a
+vocabulary without extras is stored exactly as before.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ __all__ = [
     "CLS",
     "BOS",
     "EOS",
+    "MASK",
     "PAD_ID",
     "UNK_ID",
     "CLS_ID",
@@ -73,6 +80,7 @@ __all__ = [
 PAD, UNK, CLS, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[BOS]", "[EOS]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, BOS, EOS)  # position in this tuple == id
 PAD_ID, UNK_ID, CLS_ID, BOS_ID, EOS_ID = range(len(SPECIAL_TOKENS))
+MASK = "[MASK]"  # an optional extra special token (masked-language-model pre-training)
 
 # Ids dropped by ``decode(..., skip_special=True)``. [UNK] is deliberately not
 # here: silently dropping it would hide that the text held unseen characters.
@@ -131,8 +139,13 @@ class CharTokenizer:
         ids, mask = tok.encode_batch(["有趣", "无聊了"], max_len=8)  # (2, 4), (2, 4)
     """
 
-    def __init__(self, chars: Sequence[str]):
+    def __init__(self, chars: Sequence[str], extra_special: Sequence[str] = ()):
         chars = _check_text_list(chars, "chars")
+        extra_special = tuple(_check_text_list(extra_special, "extra_special"))
+        for i, token in enumerate(extra_special):
+            if not (len(token) > 2 and token[0] == "[" and token[-1] == "]") or token in SPECIAL_TOKENS \
+                    or token in extra_special[:i]:
+                raise ValueError(f"extra_special[{i}] must be a new bracketed token such as '[MASK]', got {token!r}")
         seen: set[str] = set()
         for i, ch in enumerate(chars):
             if len(ch) != 1:
@@ -153,7 +166,8 @@ class CharTokenizer:
                     "expected NFKC-normalised characters"
                 )
             seen.add(ch)
-        self._id_to_token: tuple[str, ...] = SPECIAL_TOKENS + tuple(chars)
+        self._specials: tuple[str, ...] = SPECIAL_TOKENS + extra_special   # ids 0 .. len - 1
+        self._id_to_token: tuple[str, ...] = self._specials + tuple(chars)
         self._token_to_id: dict[str, int] = {t: i for i, t in enumerate(self._id_to_token)}
 
     # ------------------------------------------------------------------ build
@@ -163,6 +177,7 @@ class CharTokenizer:
         texts: Iterable[str],
         min_freq: int = 1,
         max_size: int | None = None,
+        extra_special: Sequence[str] = (),
     ) -> "CharTokenizer":
         """Build the vocabulary from training ``texts``.
 
@@ -170,8 +185,8 @@ class CharTokenizer:
         ``min_freq`` times are dropped (they become [UNK]), and the rest are
         ordered by frequency, most frequent first, ties broken by code point,
         so the same texts always give the same ids. ``max_size`` caps the
-        number of *characters*; the five special tokens come on top, so
-        ``vocab_size <= max_size + 5``.
+        number of *characters*; the five special tokens (and any
+        ``extra_special``) come on top, so ``vocab_size <= max_size + 5`` without extras.
         """
         texts = _check_text_list(texts, "texts")
         if not texts:
@@ -186,7 +201,7 @@ class CharTokenizer:
         kept.sort(key=lambda ch: (-counts[ch], ch))
         if max_size is not None:
             kept = kept[:max_size]
-        return cls(kept)
+        return cls(kept, extra_special=extra_special)
 
     # ------------------------------------------------------------ vocabulary
     @property
@@ -199,8 +214,13 @@ class CharTokenizer:
 
     @property
     def chars(self) -> tuple[str, ...]:
-        """The ordinary tokens, in id order (id = index + 5)."""
-        return self._id_to_token[len(SPECIAL_TOKENS):]
+        """The ordinary tokens, in id order (id = index + number of special tokens, 5 without extras)."""
+        return self._id_to_token[len(self._specials):]
+
+    @property
+    def extra_special(self) -> tuple[str, ...]:
+        """Special tokens beyond the five fixed ones (``("[MASK]",)`` in the pre-training vocabulary)."""
+        return self._specials[len(SPECIAL_TOKENS):]
 
     def token_to_id(self, token: str) -> int:
         """Id of a special token (``"[CLS]"``) or of one character.
@@ -209,7 +229,7 @@ class CharTokenizer:
         not in the vocabulary maps to ``UNK_ID`` (1).
         """
         _check_str(token, "token")
-        if token in SPECIAL_TOKENS:
+        if token in self._specials:
             return self._token_to_id[token]
         return self._token_to_id.get(normalize(token), UNK_ID)
 
@@ -353,7 +373,7 @@ class CharTokenizer:
             "format": _FORMAT_NAME,
             "version": _FORMAT_VERSION,
             "normalization": _NORMALIZATION,
-            "special_tokens": list(SPECIAL_TOKENS),
+            "special_tokens": list(self._specials),
             "chars": list(self.chars),
         }
 
@@ -368,9 +388,13 @@ class CharTokenizer:
             "normalization": _NORMALIZATION,
             "special_tokens": list(SPECIAL_TOKENS),
         }
+        extra_special = []
         for key, want in expected.items():
             if key not in data:
                 raise ValueError(f"tokenizer data has no {key!r} field (expected {want!r})")
+            if key == "special_tokens" and isinstance(data[key], list) and data[key][:len(want)] == want:
+                extra_special = data[key][len(want):]     # the five fixed ones first, then any extras
+                continue
             if data[key] != want:
                 raise ValueError(
                     f"tokenizer data field {key!r} must be {want!r}, got {data[key]!r}"
@@ -380,7 +404,10 @@ class CharTokenizer:
                 "tokenizer data field 'chars' must be a list of characters, got "
                 f"{type(data.get('chars')).__name__}"
             )
-        return cls(data["chars"])
+        try:
+            return cls(data["chars"], extra_special=extra_special)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"tokenizer data field 'special_tokens' or 'chars' is wrong: {err}") from None
 
     def to_json(self) -> str:
         """The tokenizer as one JSON string (how a checkpoint stores it)."""
