@@ -94,6 +94,7 @@ def _cross_entropy_via_log_softmax(logits, targets):
     ("attention_backward", lambda dout, q, k, v, weights: F.scaled_dot_product_attention_backward(
         dout, (q, k, v, weights, 1 / np.sqrt(q.shape[-1])))),
     ("linear_backward", lambda dy, x, W: F.linear_backward(dy, (x, W, True))),
+    ("coral_backward", lambda xs, xt: F.coral_loss_backward(1.0, F.coral_loss(xs, xt)[1])),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_correct_answers_written_differently_also_pass(name, fn):
     result = check(name, fn)
@@ -130,6 +131,10 @@ REQUIRED = [
     ("positional_encoding", "sin_cos_swapped", "swapped sin and cos"),
     ("positional_encoding", "i_not_2i", "i instead of 2i"),
     ("positional_encoding", "seed_sin_plus_cos", "errata E1"),
+    ("coral_backward", "forgot_4d2", "1/(4D²)"),
+    ("coral_backward", "forgot_n_minus_1", "1/(n − 1)"),
+    ("coral_backward", "no_centering", "without centring"),
+    ("coral_backward", "one_domain", "source only"),
 ]
 
 

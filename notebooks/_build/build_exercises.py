@@ -529,6 +529,68 @@ def _():
     ]
 
 
+@notebook("ex6_coral_backward")
+def _():
+    return [
+        md(r"""
+        # Exercise 6 · The backward pass of CORAL (domain adaptation, seed §2.2)
+
+        A classifier trained on hotel reviews meets laptop reviews. *Feature matching* asks the encoder
+        to give the two domains' features the same second-order statistics (Deep CORAL, Sun & Saenko
+        2016). With source features $X_S$ ($n_S \times D$) and target features $X_T$ ($n_T \times D$):
+
+        $$C_S = \frac{1}{n_S - 1}\,(X_S - \mathbf 1\mu_S^\top)^\top (X_S - \mathbf 1\mu_S^\top), \qquad
+        C_T = \frac{1}{n_T - 1}\,(X_T - \mathbf 1\mu_T^\top)^\top (X_T - \mathbf 1\mu_T^\top)$$
+
+        $$L = \frac{1}{4D^2}\,\lVert C_S - C_T \rVert_F^2$$
+        """),
+        md(HOW_TO),
+        code(SETUP),
+        md(r"""
+        ## The task
+
+        Return $\partial L/\partial X_S$ (shape $n_S \times D$) and $\partial L/\partial X_T$
+        ($n_T \times D$), the gradients of $L$ itself.
+
+        ## Hints
+
+        1. First $G = \partial L/\partial C_S$. Differentiate $\sum_{ij} (C_S - C_T)_{ij}^2 / (4D^2)$.
+           What is $\partial L/\partial C_T$?
+        2. For $C = X_c^\top X_c / (n - 1)$ and a symmetric $G$, $\partial L / \partial X_c = 2 X_c G / (n-1)$.
+        3. The mean $\mu$ depends on $X$ too. Its extra term is $-\frac1n \mathbf 1 \mathbf 1^\top X_c G$:
+           what is $\mathbf 1^\top X_c$? (But you still need the centred $X_c$ in the formula.)
+        4. Both domains get a gradient, with opposite signs.
+        """),
+        code('''
+        def coral_backward(xs, xt):
+            """Gradients of the CORAL loss.
+
+            xs: (n_S, D) source features; xt: (n_T, D) target features
+            Returns dxs (n_S, D), dxt (n_T, D).
+            """
+            # YOUR CODE HERE
+            raise NotImplementedError
+        '''),
+        code(swap("coral_backward")),
+        md(r"""
+        ## Check
+
+        Numerical gradients of `functional.coral_loss` on a (6, 3) / (5, 3) pair and on an odd width,
+        (4, 5) / (7, 5). The features have a non-zero mean, so forgetting to centre shows.
+        """),
+        code(check("coral_backward")),
+        md(r"""
+        ## Going further
+
+        * Compare with `coral_loss_backward` in `numpy_transformer/functional.py`.
+        * Why $1/(4D^2)$? Draw random features of width 16 and 128 and compare the loss with and
+          without it.
+        * `transfer.finetune(..., adaptation="coral")` adds this loss to the classifier's; notebook 11
+          shows what it does to the features of hotel and laptop reviews.
+        """),
+    ]
+
+
 # --------------------------------------------------------------------------- #
 
 def build(stem):
