@@ -47,15 +47,16 @@ from .backend import get_array_module, to_numpy
 from .data import Dataset, batch_iterator
 from .mlm import TransformerMLM
 from .models import TransformerClassifier, TransformerLM, _check_ids_and_mask
-from .nn import Linear
+from .nn import Dropout, Linear
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .train import evaluate as _evaluate
 from .train import predict_texts as _predict_texts
 from .tokenizer import CharTokenizer, PAD_ID
 
-__all__ = ["DOMAIN_KEYWORDS", "domain_of", "split_by_domain", "TransferClassifier", "copy_pretrained",
+__all__ = ["DOMAIN_KEYWORDS", "domain_of", "domain_indices", "split_by_domain", "TransferClassifier", "copy_pretrained",
            "classifier_from_pretrained", "FinetuneConfig", "finetune", "evaluate", "predict_texts",
-           "ADAPTATION_METHODS", "pretrained_registry"]
+           "ADAPTATION_METHODS", "pretrained_registry", "pooled_features", "label_subsets", "FeatureAdapter",
+           "adapt_features"]
 
 
 # --------------------------------------------------------------------------- #
@@ -82,8 +83,8 @@ def domain_of(text: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def split_by_domain(data: Dataset) -> tuple[dict, dict]:
-    """({domain: Dataset}, counts) with counts = {domain: n, "none": n, "several": n}."""
+def domain_indices(data: Dataset) -> tuple[dict, dict]:
+    """({domain: indices (N_d,)}, counts) with counts = {domain: n, "none": n, "several": n}."""
     if not isinstance(data, Dataset):
         raise TypeError(f"data: expected a Dataset, got {type(data).__name__}")
     index = {name: [] for name in DOMAIN_KEYWORDS}
@@ -95,7 +96,13 @@ def split_by_domain(data: Dataset) -> tuple[dict, dict]:
         else:
             counts["none" if not found else "several"] += 1
     counts.update({name: len(idx) for name, idx in index.items()})
-    return {name: data.subset(np.array(idx, dtype=np.int64)) for name, idx in index.items()}, counts
+    return {name: np.array(idx, dtype=np.int64) for name, idx in index.items()}, counts
+
+
+def split_by_domain(data: Dataset) -> tuple[dict, dict]:
+    """({domain: Dataset}, counts): `domain_indices` as datasets."""
+    index, counts = domain_indices(data)
+    return {name: data.subset(idx) for name, idx in index.items()}, counts
 
 
 # --------------------------------------------------------------------------- #
@@ -521,3 +528,110 @@ def label_subsets(n, fractions, seed=0) -> dict:
     """Nested subsets of range(n): one permutation, and fraction f takes its first round(f n) indices."""
     order = np.random.default_rng(seed).permutation(n)
     return {f: np.sort(order[:max(int(round(f * n)), 1)]) for f in fractions}
+
+
+# --------------------------------------------------------------------------- #
+# Domain adaptation on frozen pre-trained features (seconds, not minutes)
+# --------------------------------------------------------------------------- #
+
+class FeatureAdapter:
+    r"""A small network on top of frozen encoder features: the part that adapts.
+
+    .. math:: z = \mathrm{Drop}(\mathrm{ReLU}(x W_1 + b_1)), \qquad \text{logits} = z W_2 + b_2
+
+    ``x`` (B, D) are pooled features of a frozen pre-trained encoder
+    (`pooled_features`), standardised with the source's mean and spread. The
+    adaptation losses act on ``z`` (B, Dz), the adapter's features, exactly
+    as `finetune` makes them act on the encoder's pooled vector: the same
+    formulas at a size that trains in seconds, so every method can be run
+    with several seeds on a shared CPU.
+    """
+
+    def __init__(self, d_in, d_hidden=128, dropout=0.2, seed=0):
+        rng = np.random.default_rng([seed, 11])
+        self.fc = Linear(d_in, d_hidden, rng=rng, dtype=np.float64)
+        self.drop = Dropout(dropout, rng)
+        self.head = Linear(d_hidden, 2, rng=rng, dtype=np.float64)
+        self.mu = self.sd = None
+
+    def parameters(self):
+        return self.fc.parameters() + self.head.parameters()
+
+    def train(self, mode=True):
+        self.drop.train(mode)
+
+    def features(self, x):
+        """x (B, D) raw encoder features -> z (B, Dz)."""
+        h, self._relu = F.relu(self.fc((x - self.mu) / self.sd))
+        return self.drop(h)
+
+    def features_backward(self, dz):
+        self.fc.backward(F.relu_backward(self.drop.backward(dz), self._relu))
+
+    def predict_proba(self, x):
+        self.train(False)
+        p, _ = F.softmax(self.head(self.features(x)))
+        return p
+
+    def embed(self, x):
+        """The adapter's features in eval mode (for the PCA picture)."""
+        self.train(False)
+        return self.features(x)
+
+
+def adapt_features(xs, ys, xt, method="source", steps=1000, batch_size=64, lr=1e-3, weight=1.0, seed=0,
+                   d_hidden=128, dropout=0.2):
+    """Train a `FeatureAdapter` on labelled source features with one adaptation method; return it.
+
+    Args: xs (Ns, D) source features, ys (Ns,) labels, xt (Nt, D) target
+    features (no labels; ignored by ``"source"``). ``method`` is one of
+    `ADAPTATION_METHODS`. The budget is ``steps``; there are no target labels
+    to choose a step with, so the last step is kept (the same for every method).
+    """
+    if method not in ADAPTATION_METHODS:
+        raise ValueError(f"method: expected one of {list(ADAPTATION_METHODS)}, got {method!r}")
+    rng = np.random.default_rng(seed)
+    model = FeatureAdapter(xs.shape[1], d_hidden, dropout, seed)
+    model.mu, model.sd = xs.mean(0), xs.std(0) + 1e-6
+    params = model.parameters()
+    opt = AdamW(params, lr=lr, weight_decay=0.01)
+    if method == "dann":
+        dom = _DomainClassifier(d_hidden, np.random.default_rng([seed, 1]), np.float64)
+        dom_opt = AdamW(dom.parameters(), lr=lr, weight_decay=0.01)
+    for step in range(1, steps + 1):
+        model.train(True)
+        for p in params:
+            p.zero_grad()
+        i = rng.integers(0, len(xs), batch_size)
+        j = rng.integers(0, len(xt), batch_size)
+        rows = [xs[i]] + ([] if method == "source" else [xt[j]]) + ([xt[j]] if method == "consistency" else [])
+        z = model.features(np.concatenate(rows))                        # (B_all, Dz): every row its own dropout
+        logits = model.head(z)                                          # (B_all, 2)
+        B = batch_size
+        _, cache = F.cross_entropy(logits[:B], ys[i])
+        dlogits = np.zeros_like(logits)
+        dlogits[:B] = F.cross_entropy_backward(1.0, cache)
+        if method == "consistency":                                     # two dropout views of the same texts
+            _, c12 = F.distillation_loss(logits[B:2 * B], logits[2 * B:], 1.0)
+            _, c21 = F.distillation_loss(logits[2 * B:], logits[B:2 * B], 1.0)
+            dlogits[B:2 * B] = F.distillation_loss_backward(0.5 * weight, c12)
+            dlogits[2 * B:] = F.distillation_loss_backward(0.5 * weight, c21)
+        dz = model.head.backward(dlogits)
+        if method == "coral":
+            _, ccache = F.coral_loss(z[:B], z[B:])
+            dxs, dxt = F.coral_loss_backward(weight, ccache)
+            dz[:B] += dxs
+            dz[B:] += dxt
+        elif method == "dann":
+            lam = weight * (2.0 / (1.0 + math.exp(-10.0 * step / steps)) - 1.0)
+            for p in dom.parameters():
+                p.zero_grad()
+            rev, rcache = F.gradient_reversal(z, lam)
+            _, dcache = F.cross_entropy(dom.forward(rev), (np.arange(2 * B) >= B).astype(np.int64))
+            dz += F.gradient_reversal_backward(dom.backward(F.cross_entropy_backward(1.0, dcache)), rcache)
+            dom_opt.step()
+        model.features_backward(dz)
+        opt.lr = warmup_cosine(step, lr, min(100, steps // 10), steps, lr / 20)
+        opt.step()
+    model.train(False)
+    return model

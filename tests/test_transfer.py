@@ -143,3 +143,19 @@ def test_domain_rule_and_its_counts_on_the_review_corpus():
     for split in corpus.values():
         c = split_by_domain(split)[1]
         assert sum(c.values()) == len(split)
+
+
+@pytest.mark.parametrize("method", ["source", "dann", "coral", "consistency"])
+def test_adapt_features_trains_every_method_on_features(method):
+    from numpy_transformer.transfer import adapt_features
+    rng = np.random.default_rng(0)
+    xs, xt = rng.normal(size=(40, 6)), rng.normal(size=(30, 6)) + 1.0
+    ys = (xs[:, 0] > 0).astype(np.int64)
+    model = adapt_features(xs, ys, xt, method, steps=60, batch_size=8, lr=1e-2, seed=1)
+    p = model.predict_proba(xs)
+    assert p.shape == (40, 2) and np.allclose(p.sum(1), 1)
+    assert (p.argmax(1) == ys).mean() > 0.8                     # it learned the source task
+    again = adapt_features(xs, ys, xt, method, steps=60, batch_size=8, lr=1e-2, seed=1)
+    np.testing.assert_array_equal(again.predict_proba(xt), model.predict_proba(xt))   # same seed, same bits
+    with pytest.raises(ValueError, match="method"):
+        adapt_features(xs, ys, xt, "magic")
