@@ -187,6 +187,10 @@ class TransferClassifier(TransformerClassifier):
         return self.features_backward(self.head.backward(dlogits))
 
 
+checkpoint.register_model(TransferClassifier)
+checkpoint.register_model(TransformerMLM)
+
+
 def pretrained_registry() -> dict:
     """Class name -> class for every model a fine-tuning run can start from or save."""
     return {"TransformerLM": TransformerLM, "TransformerMLM": TransformerMLM,

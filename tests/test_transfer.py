@@ -159,3 +159,38 @@ def test_adapt_features_trains_every_method_on_features(method):
     np.testing.assert_array_equal(again.predict_proba(xt), model.predict_proba(xt))   # same seed, same bits
     with pytest.raises(ValueError, match="method"):
         adapt_features(xs, ys, xt, "magic")
+
+
+def _tiny_tsv(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = [f"{'好' * int(rng.integers(1, 4))}{'很差不错'[i % 4]}{i}\t{i % 2}" for i in range(80)]
+    path = tmp_path / "tiny.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_finetune_command_writes_a_checkpoint_that_records_where_its_weights_came_from(tmp_path, capsys):
+    from numpy_transformer import cli
+    path, _, _ = _saved_lm(tmp_path)
+    out = tmp_path / "ft"
+    rc = cli.main(["finetune", "--init-from", str(path), "--data", str(_tiny_tsv(tmp_path)), "--steps", "2",
+                   "--eval-every", "1", "--batch-size", "4", "--max-len", "16", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert "GPT-style" in capsys.readouterr().out
+    ckpt = checkpoint.load(out / "classifier.npz")          # TransferClassifier is registered for `load`
+    assert ckpt.extra["init_from"] == str(path) and ckpt.extra["init_class"] == "TransformerLM"
+    assert ckpt.model.causal
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--init-from", "no/such.npz"], "--init-from: no such file"),
+    (["--steps", "0"], "--steps"),
+    (["--layer-decay", "1.5"], "--layer-decay"),
+])
+def test_finetune_command_bad_input_is_one_line(tmp_path, capsys, args, words):
+    from numpy_transformer import cli
+    path, _, _ = _saved_lm(tmp_path)
+    argv = ["finetune", "--init-from", str(path), "--out", str(tmp_path / "o"), *args]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and words in err and err.count("\n") == 1
