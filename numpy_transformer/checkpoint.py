@@ -43,7 +43,8 @@ import numpy as np
 
 from .backend import to_numpy
 
-__all__ = ["CheckpointError", "Checkpoint", "save", "load", "load_state_into", "FORMAT", "VERSION"]
+__all__ = ["CheckpointError", "Checkpoint", "save", "load", "load_state_into", "remove_stale_temporaries",
+           "FORMAT", "VERSION"]
 
 FORMAT = "numpy_transformer.checkpoint"
 VERSION = 1  # bump when the layout changes; `load` refuses files newer than this
@@ -230,8 +231,11 @@ def save(path, model, optimizer=None, extra: dict | None = None, tokenizer=None,
     arrays[_HEADER_KEY] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     # Write to a temporary file beside the target, then rename it over the target.
+    # Its name carries our process id, so that the next save can tell a file a
+    # killed process left behind (removed) from one being written now (kept).
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent, name=path.name)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -247,6 +251,51 @@ def save(path, model, optimizer=None, extra: dict | None = None, tokenizer=None,
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _process_is_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs (on POSIX; elsewhere we cannot ask cheaply, and say False)."""
+    if os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def remove_stale_temporaries(folder, name: str | None = None) -> list[Path]:
+    """Delete partial files a killed `save` left in ``folder`` (for target ``name``, or any); return them.
+
+    `save` writes ``.NAME.PID.xxxx.tmp`` then renames it. A file whose
+    process is gone is removed, as is one without a process id (older
+    versions wrote ``.NAME.xxxx.tmp``) once it is more than an hour old; a
+    file whose process still runs is being written and is left alone.
+    """
+    import time
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(f".{name}.*.tmp" if name else ".*.tmp"):
+        if not tmp.name.startswith(".") or tmp.name.startswith(".write-probe."):
+            continue
+        parts = tmp.name.split(".")             # ['', *NAME, PID, random, 'tmp']
+        pid = parts[-3] if len(parts) >= 5 else ""
+        try:
+            if pid.isdigit():
+                stale = int(pid) != os.getpid() and _process_is_gone(int(pid))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > 3600
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
 
 
 # --------------------------------------------------------------------------- #
