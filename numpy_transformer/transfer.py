@@ -328,6 +328,7 @@ class FinetuneHistory:
     valid_auc: list = field(default_factory=list)
     best_step: int = 0
     seconds: float = 0.0
+    stopped_early: bool = False
 
     def as_dict(self):
         return asdict(self)
@@ -380,7 +381,7 @@ class _DomainClassifier:
 
 
 def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneConfig | None = None,
-             target_texts=None, log=print, on_best=None):
+             target_texts=None, log=print, on_best=None, should_stop=None):
     """Fine-tune ``model`` (a `TransferClassifier`) for ``config.steps`` steps; keep the best validation step.
 
     Every ``eval_every`` steps (and at the end) the validation accuracy is
@@ -389,7 +390,9 @@ def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneC
     best step improves (to save a checkpoint as it improves).
 
     ``target_texts`` (a list of str, no labels) feed the adaptation method:
-    each step then also reads a batch of them. Returns a `FinetuneHistory`.
+    each step then also reads a batch of them. ``should_stop()`` is asked after
+    every step (Ctrl-C): the run then validates, keeps the best and returns.
+    Returns a `FinetuneHistory`.
     """
     config = config or FinetuneConfig()
     log = log or (lambda *_: None)
@@ -413,6 +416,7 @@ def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneC
     source_iter = _endless(train, tokenizer, config, rng)
 
     history = FinetuneHistory()
+    should_stop = should_stop or (lambda: False)
     best_acc, best_state = -math.inf, None
     start, loss_sum, seen = time.perf_counter(), 0.0, 0
     for step in range(1, config.steps + 1):
@@ -481,7 +485,8 @@ def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneC
             optimizers[g].step()
         loss_sum += float(loss) * Bs
         seen += Bs
-        if step % config.eval_every == 0 or step == config.steps:
+        stop = should_stop()
+        if step % config.eval_every == 0 or step == config.steps or stop:
             result = evaluate(model, valid, tokenizer, config.max_len, config.eval_batch_size)
             history.step.append(step)
             history.train_loss.append(loss_sum / max(seen, 1))
@@ -496,6 +501,9 @@ def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneC
                 best_acc, best_state, history.best_step = result["accuracy"], model.state_dict(), step
                 if on_best is not None:
                     on_best(model, step, result)
+        if stop:
+            history.stopped_early = True
+            break
     history.seconds = time.perf_counter() - start
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -44,25 +45,19 @@ def cmd_finetune(args):
     from ..cli import UserError, _load_data, _print_metrics
     from ..transfer import FinetuneConfig, classifier_from_pretrained, evaluate, finetune
 
+    from .. import runs
+    runs.check_flags(args, extra={"--eval-every": runs.integer(1, meaning="steps between validations"),
+                                  "--layer-decay": runs.real(0.0, 1.0, low_open=True, meaning="a decay factor"),
+                                  "--unfreeze-every": runs.integer(0, meaning="steps (0: off)"),
+                                  "--dropout": runs.probability("a dropout probability") if args.dropout
+                                  is not None else runs.real(allow_none=True)})
     init = Path(args.init_from)
     if not init.is_file():
         raise UserError(f"--init-from: no such file {str(init)!r}")
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out: {str(out_dir)!r} is a file, expected a folder")
-    for flag, value in (("--steps", args.steps), ("--eval-every", args.eval_every), ("--batch-size", args.batch_size),
-                        ("--max-len", args.max_len)):
-        if value < 1:
-            raise UserError(f"{flag}: expected a positive integer, got {value}")
-    if not 0 < args.layer_decay <= 1:
-        raise UserError(f"--layer-decay: expected a number in (0, 1], got {args.layer_decay}")
-    try:
-        config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
-                                eval_every=args.eval_every, max_len=args.max_len, layer_decay=args.layer_decay,
-                                freeze_encoder=args.freeze_encoder, unfreeze_every=args.unfreeze_every,
-                                seed=args.seed)
-    except ValueError as exc:
-        raise UserError(f"--{str(exc).split(':')[0].replace('_', '-')}: {str(exc).split(': ', 1)[-1]}") from None
+    out_dir = runs.check_output_dir(args.out)
+    config = FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+                            eval_every=args.eval_every, max_len=args.max_len, layer_decay=args.layer_decay,
+                            freeze_encoder=args.freeze_encoder, unfreeze_every=args.unfreeze_every, seed=args.seed)
     t0 = time.perf_counter()
     model, tok, provenance = classifier_from_pretrained(init, pooling=args.pooling, dropout=args.dropout,
                                                         seed=args.seed)
@@ -79,7 +74,12 @@ def cmd_finetune(args):
                         extra={**provenance, "best_step": step, "valid_accuracy": result["accuracy"],
                                "data": args.data or "corpus", "finetune": vars(config)})
 
-    history = finetune(model, splits["train"], splits["valid"], tok, config, on_best=save_best)
+    with runs.InterruptGuard() as guard:          # Ctrl-C: stop after the step; the best checkpoint is on disk
+        history = finetune(model, splits["train"], splits["valid"], tok, config, on_best=save_best,
+                           should_stop=lambda: guard.requested)
+    if history.stopped_early:
+        print(f"interrupted after step {history.step[-1] if history.step else 0}; the best checkpoint so far "
+              f"is {path}", file=sys.stderr)
     print(f"best validation accuracy {max(history.valid_acc):.4f} at step {history.best_step} of {args.steps}; "
           f"wrote {path}")
     if args.report_test:
