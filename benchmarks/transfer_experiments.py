@@ -237,6 +237,72 @@ def cmd_pretrain_mlm(args):
                                    "command": "benchmarks/transfer_experiments.py " + " ".join(args.argv)})
 
 
+def cmd_domain_features(args):
+    """Domain adaptation on frozen pre-trained features: every method, several seeds, seconds each."""
+    from numpy_transformer.transfer import adapt_features, domain_indices
+    c = load_corpus()
+    d = np.load(args.features)
+    idx = {name: domain_indices(c[name])[0] for name in ("train", "valid", "test")}
+    src, tgt = args.source, args.target
+    xs, ys = d["train"][idx["train"][src]], d["train_labels"][idx["train"][src]]
+    xt_train = d["train"][idx["train"][tgt]]
+    xt_test, yt_test = d["test"][idx["test"][tgt]], d["test_labels"][idx["test"][tgt]]
+    xs_test, ys_test = d["test"][idx["test"][src]], d["test_labels"][idx["test"][src]]
+    pca_store = {}
+    for method in args.methods:
+        for s in args.seeds:
+            t0 = time.perf_counter()
+            if method == "target":      # the upper bound: the target's own training labels
+                model = adapt_features(xt_train, d["train_labels"][idx["train"][tgt]], xt_train, "source",
+                                       steps=args.steps, seed=s, weight=args.weight)
+            else:
+                model = adapt_features(xs, ys, xt_train, method, steps=args.steps, seed=s, weight=args.weight)
+            if s == args.seeds[0]:
+                pca_store[method] = (model.embed(xs_test), model.embed(xt_test))
+            _append(args.results, {"exp": "domain-features", "method": method, "source": src, "target": tgt,
+                                   "seed": s, "steps": args.steps, "weight": args.weight, "name": args.name,
+                                   "target_test": _scores(yt_test, model.predict_proba(xt_test)),
+                                   "source_test": _scores(ys_test, model.predict_proba(xs_test)),
+                                   "seconds": time.perf_counter() - t0})
+    if args.save_pca:
+        np.savez_compressed(args.save_pca, **{f"{m}_{dom}": a.astype(np.float16) for m, (zs, zt) in pca_store.items()
+                                             for dom, a in (("source", zs), ("target", zt))},
+                            source_labels=ys_test, target_labels=yt_test,
+                            raw_source=xs_test.astype(np.float16), raw_target=xt_test.astype(np.float16))
+
+
+def cmd_summary(args):
+    """Aggregate results.jsonl into one small JSON (mean, spread, n per method and budget) for README and notebook."""
+    rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
+    out = {"budget": {}, "domain": {}}
+    for r in rows:
+        if r["exp"] == "budget":
+            key = (r["method"], r["fraction"])
+            out["budget"].setdefault(key, []).append((r["test"]["acc"], r["test"]["auc"], r.get("seconds", 0.0)))
+        elif r["exp"] in ("domain", "domain-features"):
+            key = (r["exp"], r.get("name") or r.get("init"), r["source"], r["target"], r["method"])
+            out["domain"].setdefault(key, []).append((r["target_test"]["acc"], r["target_test"]["auc"],
+                                                      r["source_test"]["acc"], r.get("seconds", 0.0)))
+
+    def stats(values):
+        a = np.array(values, dtype=np.float64)
+        return {"mean": a.mean(0).round(4).tolist(), "std": (a.std(0, ddof=1) if len(a) > 1 else 0 * a[0]).round(4)
+                .tolist(), "n": len(a)}
+    summary = {"budget": [{"method": k[0], "fraction": k[1], **stats(v)} for k, v in sorted(out["budget"].items())],
+               "domain": [{"exp": k[0], "init": k[1], "source": k[2], "target": k[3], "method": k[4], **stats(v)}
+                          for k, v in sorted(out["domain"].items())],
+               "columns": {"budget": ["test accuracy", "test AUC", "seconds"],
+                           "domain": ["target test accuracy", "target test AUC", "source test accuracy", "seconds"]}}
+    Path(args.out).write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    for r in summary["budget"]:
+        print(f"{r['method']:28s} {r['fraction']:5.2f}  acc {r['mean'][0]:.4f} ± {r['std'][0]:.4f}  "
+              f"auc {r['mean'][1]:.4f} ± {r['std'][1]:.4f}  n={r['n']}  {r['mean'][2]:.0f}s")
+    for r in summary["domain"]:
+        print(f"{r['exp']:16s} {r['init']!s:10s} {r['source']}->{r['target']} {r['method']:12s} "
+              f"target acc {r['mean'][0]:.4f} ± {r['std'][0]:.4f}  auc {r['mean'][1]:.4f}  "
+              f"source acc {r['mean'][2]:.4f}  n={r['n']}")
+
+
 def main(argv=None):
     import sys
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -265,6 +331,18 @@ def main(argv=None):
     m.add_argument("--layers", type=int, default=4)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--reviews-only", action="store_true")
+    df = sub.add_parser("domain-features")
+    df.add_argument("--features", required=True)
+    df.add_argument("--name", default="lm_small")
+    df.add_argument("--methods", nargs="+", default=["source", "dann", "coral", "consistency", "target"])
+    df.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    df.add_argument("--steps", type=int, default=1500)
+    df.add_argument("--weight", type=float, default=1.0)
+    df.add_argument("--source", default="hotel")
+    df.add_argument("--target", default="laptop")
+    df.add_argument("--save-pca")
+    su = sub.add_parser("summary")
+    su.add_argument("--out", required=True)
     for name in ("finetune", "domain"):
         q = sub.add_parser(name)
         q.add_argument("--init", required=True, help="a pre-trained checkpoint, or 'scratch'")
@@ -294,7 +372,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.argv = sys.argv[2:] if argv is None else argv[1:]
     {"tfidf": cmd_tfidf, "features": cmd_features, "probe": cmd_probe, "finetune": cmd_finetune,
-     "domain": cmd_domain, "pretrain-mlm": cmd_pretrain_mlm}[args.cmd](args)
+     "domain": cmd_domain, "pretrain-mlm": cmd_pretrain_mlm,
+     "domain-features": cmd_domain_features, "summary": cmd_summary}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -194,3 +194,16 @@ def test_finetune_command_bad_input_is_one_line(tmp_path, capsys, args, words):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and err.count("\n") == 1
+
+
+def test_pooled_features_are_the_eval_mode_features_in_dataset_order():
+    from numpy_transformer.transfer import pooled_features
+    tok = _tokenizer()
+    model = TransferClassifier(tok.vocab_size, 2, **TINY, dropout=0.5, dtype=np.float64, causal=True)
+    data = _data()
+    feats = pooled_features(model, data, tok, max_len=16, batch_size=3)
+    assert model.training                                     # the mode is restored
+    model.eval()
+    for i in (0, 5):
+        ids, mask = tok.encode_batch([data.texts[i]], 16, add_cls=True)
+        np.testing.assert_allclose(feats[i], model.features(ids, mask)[0], atol=1e-12)
