@@ -54,7 +54,7 @@ from .train import predict_texts as _predict_texts
 from .tokenizer import CharTokenizer, PAD_ID
 
 __all__ = ["DOMAIN_KEYWORDS", "domain_of", "domain_indices", "split_by_domain", "TransferClassifier", "copy_pretrained",
-           "classifier_from_pretrained", "FinetuneConfig", "finetune", "evaluate", "predict_texts",
+           "classifier_from_pretrained", "FinetuneConfig", "finetune", "finetune_from_pretrained", "evaluate", "predict_texts",
            "ADAPTATION_METHODS", "pretrained_registry", "pooled_features", "label_subsets", "FeatureAdapter",
            "adapt_features"]
 
@@ -509,6 +509,21 @@ def finetune(model, train: Dataset, valid: Dataset, tokenizer, config: FinetuneC
         model.load_state_dict(best_state)
     model.eval()
     return history
+
+
+def finetune_from_pretrained(path, train: Dataset, valid: Dataset, config: FinetuneConfig | None = None,
+                             pooling=None, dropout=None, log=print, on_best=None, should_stop=None):
+    """One call for a demo or a script: build from ``path``, fine-tune, keep the best validation step.
+
+    Returns (model, tokenizer, history, provenance); the model is in eval mode
+    with the best step's weights, and ``provenance`` (where its initial weights
+    came from) belongs in the ``extra`` of any checkpoint it is saved to.
+    """
+    config = config or FinetuneConfig()
+    model, tokenizer, provenance = classifier_from_pretrained(path, pooling=pooling, dropout=dropout,
+                                                              seed=config.seed)
+    history = finetune(model, train, valid, tokenizer, config, log=log, on_best=on_best, should_stop=should_stop)
+    return model, tokenizer, history, {**provenance, "best_step": history.best_step}
 
 
 def evaluate(model, data: Dataset, tokenizer, max_len=128, batch_size=128) -> dict:
