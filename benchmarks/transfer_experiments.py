@@ -271,6 +271,31 @@ def cmd_domain_features(args):
                             raw_source=xs_test.astype(np.float16), raw_target=xt_test.astype(np.float16))
 
 
+def cmd_ensemble(args):
+    """Average the probabilities of fine-tuned models (and TF-IDF); the weight is chosen on validation."""
+    c = load_corpus()
+    members = {Path(p).stem: (np.load(Path(p).with_suffix(".valid_probs.npy")), np.load(Path(p).with_suffix(
+        ".test_probs.npy"))) for p in args.checkpoints}
+    if args.tfidf:
+        model = fit_tfidf_baseline(c["train"].texts, c["train"].labels, C=10.0)
+        members["tfidf"] = (model.predict_proba(c["valid"].texts), model.predict_proba(c["test"].texts))
+    names = list(members)
+    yv, yt = c["valid"].labels, c["test"].labels
+    # weight of the first member against the mean of the others, on a grid, chosen on validation accuracy
+    best = None
+    for a in np.linspace(0.0, 1.0, 21):
+        pv = a * members[names[0]][0] + (1 - a) * np.mean([members[n][0] for n in names[1:]], axis=0)
+        acc = float((pv.argmax(1) == yv).mean())
+        if best is None or acc > best[0] + 1e-12:
+            best = (acc, a)
+    a = best[1]
+    pt = a * members[names[0]][1] + (1 - a) * np.mean([members[n][1] for n in names[1:]], axis=0)
+    pv = a * members[names[0]][0] + (1 - a) * np.mean([members[n][0] for n in names[1:]], axis=0)
+    _append(args.results, {"exp": "ensemble", "members": names, "weight_first": a,
+                           "valid": _scores(yv, pv), "test": _scores(yt, pt),
+                           "members_test": {n: _scores(yt, m[1]) for n, m in members.items()}})
+
+
 def cmd_summary(args):
     """Aggregate results.jsonl into one small JSON (mean, spread, n per method and budget) for README and notebook."""
     rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
@@ -341,6 +366,9 @@ def main(argv=None):
     df.add_argument("--source", default="hotel")
     df.add_argument("--target", default="laptop")
     df.add_argument("--save-pca")
+    en = sub.add_parser("ensemble")
+    en.add_argument("checkpoints", nargs="+")
+    en.add_argument("--tfidf", action="store_true")
     su = sub.add_parser("summary")
     su.add_argument("--out", required=True)
     for name in ("finetune", "domain"):
@@ -373,7 +401,8 @@ def main(argv=None):
     args.argv = sys.argv[2:] if argv is None else argv[1:]
     {"tfidf": cmd_tfidf, "features": cmd_features, "probe": cmd_probe, "finetune": cmd_finetune,
      "domain": cmd_domain, "pretrain-mlm": cmd_pretrain_mlm,
-     "domain-features": cmd_domain_features, "summary": cmd_summary}[args.cmd](args)
+     "domain-features": cmd_domain_features, "summary": cmd_summary,
+     "ensemble": cmd_ensemble}[args.cmd](args)
 
 
 if __name__ == "__main__":
