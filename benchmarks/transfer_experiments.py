@@ -218,11 +218,12 @@ def cmd_pretrain_mlm(args):
     for step in range(1, args.steps + 1):
         ids = chunks.next_batch(args.batch_size)[:, :-1]                          # (B, T)
         valid = np.ones(ids.shape, dtype=bool)
-        inputs, targets, _ = mask_tokens(ids, valid, rng, mask_id, (first_char, tok.vocab_size),
-                                         protected_ids=(PAD_ID, CLS_ID, BOS_ID, EOS_ID))
+        inputs, targets, chosen = mask_tokens(ids, valid, rng, mask_id, (first_char, tok.vocab_size),
+                                              protected_ids=(PAD_ID, CLS_ID, BOS_ID, EOS_ID))
         opt.lr = warmup_cosine(step, args.lr, 100, args.steps, args.lr / 20)
         model.zero_grad()
-        loss, cache = F.cross_entropy(model(inputs, valid), targets)
+        # the output layer only at the chosen positions: the same loss, a fraction of the cost
+        loss, cache = F.cross_entropy(model(inputs, valid, positions=chosen), targets[chosen])
         model.backward(F.cross_entropy_backward(1.0, cache))
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()

@@ -107,21 +107,58 @@ class TransformerMLM(TransformerLM):
     forward pass uses, not the shape of the computation.
     """
 
-    def forward(self, ids, mask=None):
-        """ids (B, T) int (already corrupted by `mask_tokens`), mask (B, T) bool or None -> logits (B, T, V)."""
+    def forward(self, ids, mask=None, positions=None):
+        """ids (B, T) int (already corrupted by `mask_tokens`), mask (B, T) bool or None -> logits (B, T, V).
+
+        ``positions`` (B, T) bool: compute the output layer only where True
+        (the chosen positions of `mask_tokens`) and return logits (N, V) for
+        those N positions, in row-major order. The loss counts nothing else,
+        and the output layer (V = several thousand) is the largest product of
+        the model, so this saves most of its cost; the result is the same.
+        """
         _check_ids_and_mask(ids, mask, self.vocab_size, self.max_len)
         xp = self._xp()
         ids = xp.asarray(ids)
         attend = None if mask is None else F.padding_mask(xp.asarray(mask))     # (B, 1, 1, T): keys only
         x = self._embed_forward(ids)                                            # (B, T, D)
         h = self.encoder(x, attend)                                             # (B, T, D)
+        B, T, D = h.shape
+        self._positions = None
+        if positions is not None:
+            positions = xp.asarray(positions)
+            if positions.shape != (B, T) or positions.dtype != bool:
+                raise ValueError(f"positions: expected a boolean array of shape {(B, T)}, got "
+                                 f"{positions.dtype} {tuple(positions.shape)}")
+            self._positions = (positions, h.shape, h.dtype)
+            h = h[positions]                                                    # (B, T, D) -> (N, D)
+        rows = h.reshape(-1, D)                                                 # (B*T or N, D)
         if self.tie_weights:
-            B, T, D = h.shape
-            logits, head_cache = F.linear(h.reshape(B * T, D), self.embed.E.data.T)   # (B*T, D) -> (B*T, V)
-            self._cache = head_cache
-            return logits.reshape(B, T, -1)                                     # (B, T, V)
-        self._cache = True
-        return self.head(h)                                                     # (B, T, V)
+            logits, self._cache = F.linear(rows, self.embed.E.data.T)           # (rows, D) -> (rows, V)
+        else:
+            logits = self.head(rows)
+            self._cache = True
+        return logits if positions is not None else logits.reshape(B, T, -1)   # (N, V) or (B, T, V)
+
+    def backward(self, dlogits):
+        """dlogits (B, T, V), or (N, V) after ``positions`` -> gradient at the embedding output (B, T, D)."""
+        if self._cache is None:
+            raise RuntimeError("TransformerMLM.backward: call forward first")
+        V = dlogits.shape[-1]
+        drows = dlogits.reshape(-1, V)
+        if self.tie_weights:
+            # in the forward pass this was: logits = h @ E^T
+            dh, dEt, _ = F.linear_backward(drows, self._cache)                  # (rows, D), (D, V)
+            self.embed.E.grad += dEt.T
+        else:
+            dh = self.head.backward(drows)
+        if self._positions is not None:
+            positions, shape, dtype = self._positions
+            full = self._xp().zeros(shape, dtype=dh.dtype)                      # (B, T, D): zero where not chosen
+            full[positions] = dh                                                # in the forward pass: h = h[positions]
+            dh = full
+        else:
+            dh = dh.reshape(dlogits.shape[:-1] + (-1,))
+        return self._embed_backward(self.encoder.backward(dh))
 
     def generate(self, *args, **kwargs):
         raise TypeError("TransformerMLM.generate: a masked language model fills in [MASK] positions; "

@@ -108,3 +108,18 @@ def test_mlm_sees_both_sides_and_ignores_padding():
     assert not np.allclose(model(ids)[0, 1], model(changed)[0, 1])
     padded = np.array([[CLS, 6, 7, PAD, PAD]])
     np.testing.assert_allclose(model(padded, padded != PAD)[0, :3], model(padded[:, :3])[0], atol=1e-12)
+
+
+def test_output_layer_at_chosen_positions_only_gives_the_same_loss_and_gradients():
+    model = TransformerMLM(11, activation="gelu", **TINY)
+    chosen = TARGETS != IGNORE_INDEX
+    model.zero_grad()
+    loss, cache = F.cross_entropy(model(IDS, VALID), TARGETS)
+    model.backward(F.cross_entropy_backward(1.0, cache))
+    full = {n: p.grad.copy() for n, p in model.named_parameters()}
+    model.zero_grad()
+    loss2, cache2 = F.cross_entropy(model(IDS, VALID, positions=chosen), TARGETS[chosen])
+    model.backward(F.cross_entropy_backward(1.0, cache2))
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-12)
+    for n, p in model.named_parameters():
+        np.testing.assert_allclose(p.grad, full[n], atol=1e-12, err_msg=n)
