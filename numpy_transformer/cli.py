@@ -25,7 +25,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("transfer",)
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "transfer")
 
 
 class UserError(Exception):

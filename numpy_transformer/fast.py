@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .backend import get_array_module
-from .functional import (MASK_FILL, _check_attention_inputs, _check_float, _dropout_is_active,
+from .functional import (_GELU_C, MASK_FILL, _check_attention_inputs, _check_float, _dropout_is_active,
                          _unbroadcast)
 from .parallel import for_each_slice
 
@@ -444,3 +444,179 @@ def embedding_backward_fast(dy, cache):
     index = ids.reshape(-1, 1) * D + xp.arange(D)                        # (N, D): row ids[n], column d
     dE = xp.bincount(index.reshape(-1), weights=dy.reshape(-1), minlength=V * D)   # (V * D,) float64
     return dE.reshape(V, D).astype(dy.dtype, copy=False)
+
+
+def cross_entropy_fast(logits, targets, ignore_index=-100):
+    r"""`cross_entropy` without label smoothing, with no (N, C) one-hot array and one (N, C) buffer.
+
+    The plain version builds the target distribution ``y`` (N, C) and the
+    log-probabilities (N, C), and its backward computes ``exp(logp)``: four
+    passes over an array that, for a language model (C = V of a few
+    thousand characters, N = B*T thousands of positions), is as large as
+    everything else in the step together. Here one buffer is shifted,
+    exponentiated and normalised in place into the probabilities ``p``
+    (kept for the backward), and the loss reads only the target column:
+
+    .. math::
+        -\log p_{n, t_n} = \log \textstyle\sum_c e^{z_{n,c} - m_n} - (z_{n, t_n} - m_n)
+
+    Args: logits (..., C) floats; targets (...) integers in [0, C) or ignore_index.
+    Returns: loss (a 0-d array); cache = (p (N, C), targets (N,), keep (N,), n, shape).
+    """
+    _check_float("logits", logits)
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"targets: expected shape {tuple(logits.shape[:-1])} to match logits "
+                         f"{tuple(logits.shape)}, got {tuple(targets.shape)}")
+    if getattr(targets, "dtype", None) is None or targets.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected an integer array, got {getattr(targets, 'dtype', type(targets))}")
+    xp = get_array_module(logits)
+    C = logits.shape[-1]
+    z = logits.reshape(-1, C)                                # (N, C)
+    t = targets.reshape(-1)                                  # (N,)
+    keep = t != ignore_index                                 # (N,)
+    bad = keep & ((t < 0) | (t >= C))
+    if bool(bad.any()):
+        raise ValueError(f"targets: expected class ids in [0, {C}) or ignore_index={ignore_index}, "
+                         f"got {int(t[bad][0])}")
+    t_safe = xp.where(keep, t, 0)
+    rows = xp.arange(len(t))
+    p = z - z.max(axis=1, keepdims=True)                     # (N, C), the one buffer: shifted logits ...
+    target_shifted = p[rows, t_safe]                         # (N,) z_t - m, read before exp overwrites it
+    xp.exp(p, out=p)                                         # ... then exp(z - m) ...
+    total = p.sum(axis=1, keepdims=True)                     # (N, 1)
+    if not bool(xp.isfinite(total).all()) or not bool(xp.isfinite(target_shifted).all()):
+        raise ValueError("logits: expected finite values, got NaN or inf (the model diverged: "
+                         "try a smaller learning rate or gradient clipping)")
+    p /= total                                               # ... then the probabilities
+    n = max(int(keep.sum()), 1)
+    nll = xp.log(total[:, 0]) - target_shifted               # (N,) -log p(target)
+    loss = (nll * keep).sum() / n
+    return loss, (p, t_safe, keep, n, logits.shape)
+
+
+def cross_entropy_fast_backward(dloss, cache):
+    r"""`cross_entropy_backward` from `cross_entropy_fast`'s cache: :math:`(p - \mathrm{onehot}(t)) / N`.
+
+    Writes into a new array (the cached ``p`` is left alone, so the backward
+    may be called again). Ignored rows are zero. Returns dlogits (..., C).
+    """
+    p, t, keep, n, shape = cache
+    xp = get_array_module(p)
+    scale = float(dloss) / n                                 # a Python float keeps p's dtype
+    dz = p * scale                                           # (N, C)
+    dz[xp.arange(len(t)), t] -= scale
+    if not bool(keep.all()):
+        dz *= keep[:, None]
+    return dz.reshape(shape)
+
+
+def gelu_fast(x):
+    r"""`gelu` in place on one new array, and without ``x ** 3``.
+
+    NumPy's general power function is an order of magnitude slower than two
+    multiplications, so :math:`x + 0.044715x^3` is written
+    :math:`x(1 + 0.044715x^2)`. Returns the same cache ``(x, t)`` as the plain
+    version (``t`` the tanh term), so either backward can follow.
+    """
+    _check_float("x", x)
+    xp = get_array_module(x)
+    t = x * x                                                # (...) the one new array besides y
+    t *= 0.044715
+    t += 1.0
+    t *= x                                                   # x + 0.044715 x^3
+    t *= _GELU_C
+    xp.tanh(t, out=t)                                        # t = tanh(c (x + 0.044715 x^3))
+    y = t + 1.0
+    y *= x
+    y *= 0.5                                                 # y = x (1 + t) / 2
+    return y, (x, t)
+
+
+def gelu_fast_backward(dy, cache):
+    r"""`gelu_backward` with in-place passes: :math:`dy\,[	frac12(1+t) + 	frac12 x (1-t^2) c (1 + 3\cdot0.044715x^2)]`."""
+    x, t = cache
+    xp = get_array_module(dy)
+    dx = x * x
+    dx *= 3 * 0.044715
+    dx += 1.0
+    dx *= _GELU_C                                            # d/dx of the tanh argument
+    one_minus_t2 = t * t
+    xp.subtract(1.0, one_minus_t2, out=one_minus_t2)
+    dx *= one_minus_t2
+    dx *= x
+    dx += t
+    dx += 1.0
+    dx *= 0.5                                                # (1 + t)/2 + x (1 - t^2) c (...)/2
+    dx *= dy
+    return dx
+
+
+def tied_output_cross_entropy_fast(h, E, targets, ignore_index=-100, rows_per_block=None):
+    r"""A language model's output layer and its loss together: ``logits = h E^T``, then `cross_entropy`.
+
+    For a character LM the logits (N, V) are the largest array of the step
+    (N = B*T positions, V a few thousand characters), and every pass over
+    them is a trip to main memory. Here they are never stored: the rows are
+    taken a block at a time, small enough for the block's (rows, V) logits to
+    stay in the processor's cache, and for each block
+
+    .. math::
+        z = h_b E^\top,\quad p = \mathrm{softmax}(z),\quad
+        L \mathrel{+}= -\textstyle\sum \log p_{t},\quad
+        dz = (p - \mathrm{onehot}(t))/N,\quad dh_b = dz\,E,\quad dE \mathrel{+}= dz^\top h_b
+
+    so the *gradients are computed in the forward pass* (as fused
+    cross-entropy kernels do): the cache holds ``dh`` and ``dE`` for
+    ``dloss = 1``, and the backward only scales them. The same numbers as
+    ``F.linear(h, E.T)`` + ``F.cross_entropy`` and their backwards (tested).
+
+    Args: h (N, D); E (V, D) the tied embedding; targets (N,) ids or ignore_index.
+    Returns: loss (0-d); cache = (dh (N, D), dE (V, D)).
+    """
+    _check_float("h", h)
+    _check_float("E", E)
+    if h.ndim != 2 or E.ndim != 2 or h.shape[1] != E.shape[1]:
+        raise ValueError(f"h, E: expected shapes (N, D) and (V, D), got {tuple(h.shape)} and {tuple(E.shape)}")
+    if targets.shape != h.shape[:1]:
+        raise ValueError(f"targets: expected shape ({h.shape[0]},), got {tuple(targets.shape)}")
+    xp = get_array_module(h)
+    N, V = h.shape[0], E.shape[0]
+    keep = targets != ignore_index                           # (N,)
+    bad = keep & ((targets < 0) | (targets >= V))
+    if bool(bad.any()):
+        raise ValueError(f"targets: expected class ids in [0, {V}) or ignore_index={ignore_index}, "
+                         f"got {int(targets[bad][0])}")
+    n = max(int(keep.sum()), 1)
+    rows_per_block = rows_per_block or max(32, (1 << 19) // V)   # ~2 MB of float32 logits per block
+    dh = xp.empty_like(h)                                    # (N, D)
+    dE = xp.zeros_like(E)                                    # (V, D)
+    loss = 0.0
+    for start in range(0, N, rows_per_block):
+        s = slice(start, min(start + rows_per_block, N))
+        t, k = targets[s], keep[s]
+        t_safe = xp.where(k, t, 0)
+        rows = xp.arange(len(t))
+        z = h[s] @ E.T                                       # (r, D) @ (D, V) -> (r, V)
+        z -= z.max(axis=1, keepdims=True)
+        target_shifted = z[rows, t_safe]                     # (r,) z_t - m
+        xp.exp(z, out=z)
+        total = z.sum(axis=1, keepdims=True)                 # (r, 1)
+        if not bool(xp.isfinite(total).all()) or not bool(xp.isfinite(target_shifted).all()):
+            raise ValueError("h: the logits h E^T are not finite (NaN or inf: the model diverged; "
+                             "try a smaller learning rate or gradient clipping)")
+        loss += float(((xp.log(total[:, 0]) - target_shifted) * k).sum())
+        # dz = (p - onehot) / n, built in place in z
+        z *= 1.0 / (n * total)                               # p / n
+        z[rows, t_safe] -= 1.0 / n
+        if not bool(k.all()):
+            z *= k[:, None]
+        dh[s] = z @ E                                        # (r, V) @ (V, D) -> (r, D)
+        dE += z.T @ h[s]                                     # (V, r) @ (r, D) -> (V, D)
+    return xp.asarray(loss / n, dtype=h.dtype), (dh, dE)
+
+
+def tied_output_cross_entropy_fast_backward(dloss, cache):
+    """The gradients `tied_output_cross_entropy_fast` computed, times ``dloss``: returns (dh (N, D), dE (V, D))."""
+    dh, dE = cache
+    scale = float(dloss)
+    return dh * scale, dE * scale

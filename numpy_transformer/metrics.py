@@ -56,6 +56,10 @@ __all__ = [
     "roc_auc",
     "classification_report",
     "all_metrics",
+    "token_log_likelihood",
+    "cross_entropy_nats",
+    "bits_per_char",
+    "perplexity",
 ]
 
 _AVERAGES = ("binary", "macro")
@@ -390,3 +394,62 @@ def all_metrics(y_true, y_pred, scores=None, pos_label: int = 1) -> dict:
         "auc": None if scores is None else roc_auc(y_true, scores, pos_label),
         "confusion": M.tolist(),
     }
+
+
+# ---------------------------------------------------------------------------
+# Language models: cross-entropy, bits per character, perplexity
+# ---------------------------------------------------------------------------
+#
+# A language model assigns each next token a probability p(x_t | x_<t). Over a
+# held-out text of N predicted tokens,
+#
+#     H = -(1/N) sum_t ln p(x_t | x_<t)         cross-entropy, in nats per token
+#     bits/char = H / ln 2                      the same, in bits (our tokens are characters)
+#     perplexity = exp(H) = 2^(bits/char)       "as unsure as a uniform choice among this many"
+#
+# Padding is not text: positions whose target is the padding id are left out
+# of both the sum and N.
+
+
+def token_log_likelihood(logits, targets, ignore_index: int | None = 0):
+    """Sum of ``ln p(target)`` over the kept positions, and how many were kept.
+
+    ``logits`` (..., V) floats, ``targets`` (...) integer ids; positions whose
+    target equals ``ignore_index`` (the padding id 0 by default; None keeps
+    all) are skipped. Computed in float64 with a stable log-sum-exp. Returns
+    ``(total_log_likelihood, n)`` as a Python float and int.
+    """
+    z = np.asarray(logits)
+    t = np.asarray(targets)
+    if z.dtype.kind != "f":
+        raise TypeError(f"logits: expected floats, got dtype {z.dtype}")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"targets: expected integer ids, got dtype {t.dtype}")
+    if t.shape != z.shape[:-1]:
+        raise ValueError(f"targets: expected shape {z.shape[:-1]} to match logits {z.shape}, got {t.shape}")
+    z = z.reshape(-1, z.shape[-1])                                     # (N, V)
+    t = t.reshape(-1)                                                  # (N,)
+    keep = np.ones(len(t), dtype=bool) if ignore_index is None else t != ignore_index
+    z, t = z[keep].astype(np.float64), t[keep]                         # only the kept rows go to float64
+    if len(t) and (t.min() < 0 or t.max() >= z.shape[1]):
+        raise ValueError(f"targets: expected ids in [0, {z.shape[1]}), got {t.min()}..{t.max()}")
+    m = z.max(axis=1, keepdims=True)
+    logz = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))                # (N,) log-sum-exp
+    return float((z[np.arange(len(t)), t] - logz).sum()), int(len(t))
+
+
+def cross_entropy_nats(total_log_likelihood: float, n: int) -> float:
+    """Mean negative log-likelihood per token, in nats: ``-total / n``."""
+    if n <= 0:
+        raise ValueError(f"n: expected a positive number of predicted tokens, got {n}")
+    return -float(total_log_likelihood) / n
+
+
+def bits_per_char(nats: float) -> float:
+    """Cross-entropy per character converted from nats to bits: ``nats / ln 2``."""
+    return float(nats) / float(np.log(2.0))
+
+
+def perplexity(nats: float) -> float:
+    """``exp(cross-entropy in nats)``: the size of a uniform choice that is as uncertain."""
+    return float(np.exp(nats))

@@ -279,8 +279,8 @@ class TransformerLM(_TransformerBase):
             self.head = Linear(d_model, vocab_size, bias=False, rng=rng, dtype=dtype)
         self._cache = None
 
-    def forward(self, ids, mask=None):
-        """ids (B, T) int, mask (B, T) bool (True = real token) or None -> logits (B, T, V)."""
+    def forward_hidden(self, ids, mask=None):
+        """ids (B, T) -> h (B, T, D): everything but the output layer (a fused loss reads h directly)."""
         _check_ids_and_mask(ids, mask, self.vocab_size, self.max_len)
         xp = self._xp()
         ids = xp.asarray(ids)
@@ -289,7 +289,15 @@ class TransformerLM(_TransformerBase):
         if mask is not None:
             attend = attend & F.padding_mask(xp.asarray(mask))              # (T, T) & (B, 1, 1, T) -> (B, 1, T, T)
         x = self._embed_forward(ids)                                        # (B, T, D)
-        h = self.encoder(x, attend)                                         # (B, T, D)
+        return self.encoder(x, attend)                                      # (B, T, D)
+
+    def backward_hidden(self, dh):
+        """dh (B, T, D) -> gradient w.r.t. the embedding output; the backward of `forward_hidden`."""
+        return self._embed_backward(self.encoder.backward(dh))
+
+    def forward(self, ids, mask=None):
+        """ids (B, T) int, mask (B, T) bool (True = real token) or None -> logits (B, T, V)."""
+        h = self.forward_hidden(ids, mask)                                  # (B, T, D)
         if self.tie_weights:
             B, T, D = h.shape
             # logits = h E^T: the embedding table read backwards

@@ -680,6 +680,9 @@ class FeedForward(Module):
         if fused:
             # ReLU and dropout are both a mask: one pass, one cached mask (see fast.relu_dropout_fast)
             a, act_cache = fast.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
+        elif self.fast:                                              # gelu: the fast twin of the formula
+            a, act_cache = fast.gelu_fast(hidden)                    # (..., F)
+            a = self.drop(a)
         else:
             a, act_cache = self._act(hidden)                         # (..., F)
             a = self.drop(a)
@@ -696,7 +699,8 @@ class FeedForward(Module):
         else:
             da = self.drop.backward(da)
             # in the forward pass this was: a = act(hidden)
-            dhidden = self._act_backward(da, act_cache)
+            backward = fast.gelu_fast_backward if self.fast and self.activation == "gelu" else self._act_backward
+            dhidden = backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
         dx, dW1, db1 = F.linear_backward(dhidden, cache1)
         self.W1.grad += dW1

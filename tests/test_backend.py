@@ -291,6 +291,28 @@ def dropout_fast(dev, dtype):
     return {"y": y, "dx": F.dropout_backward(dev(dy), cache), "dx fast": fast.dropout_fast_backward(dev(dy), cache)}
 
 
+@functional_case(fast.gelu_fast, fast.gelu_fast_backward)
+def gelu_fast(dev, dtype):
+    y, cache = fast.gelu_fast(dev(_host((4, 5), dtype, 0)))
+    return {"y": y, "dx": fast.gelu_fast_backward(dev(_host((4, 5), dtype, 1)), cache)}
+
+
+@functional_case(fast.cross_entropy_fast, fast.cross_entropy_fast_backward)
+def cross_entropy_fast(dev, dtype):
+    targets = np.array([[1, 4, -100], [0, 2, 3]])
+    loss, cache = fast.cross_entropy_fast(dev(_host((2, 3, 5), dtype, 0)), dev(targets))
+    return {"loss": loss, "dlogits": fast.cross_entropy_fast_backward(1.0, cache)}
+
+
+@functional_case(fast.tied_output_cross_entropy_fast, fast.tied_output_cross_entropy_fast_backward)
+def tied_output_cross_entropy_fast(dev, dtype):
+    targets = np.array([1, 4, -100, 0, 2, 3, 6])
+    loss, cache = fast.tied_output_cross_entropy_fast(dev(_host((7, 3), dtype, 0)), dev(_host((7, 3), dtype, 1)),
+                                                      dev(targets), rows_per_block=3)
+    dh, dE = fast.tied_output_cross_entropy_fast_backward(2.0, cache)
+    return {"loss": loss, "dh": dh, "dE": dE}
+
+
 @functional_case(fast.relu_dropout_fast)
 def relu_dropout_fast(dev, dtype):
     y, cache = fast.relu_dropout_fast(dev(_host((4, 6), dtype, 0)), 0.4, np.random.default_rng(5))

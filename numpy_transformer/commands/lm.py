@@ -1,0 +1,99 @@
+"""The language-model chapter's commands: ``pretrain`` and ``generate``.
+
+    python -m numpy_transformer pretrain --out runs/lm                 # 1,500 steps of the reference size
+    python -m numpy_transformer pretrain --out runs/lm --resume        # continue exactly where it stopped
+    python -m numpy_transformer generate runs/lm/best.npz "这家酒店" --strategy top-p --top-p 0.9 --seed 0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cli import UserError
+
+
+# --------------------------------------------------------------------------- #
+# pretrain
+# --------------------------------------------------------------------------- #
+
+def cmd_pretrain(args):
+    from .. import corpus as C
+    from ..models import TransformerLM
+    from ..pretrain import PretrainConfig, pretrain
+
+    out = Path(args.out)
+    last = out / "last.npz"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {str(out)!r} is a file; expected a folder for the checkpoints")
+    if args.resume and not last.is_file():
+        raise UserError(f"--resume: no resume state {str(last)!r}; start a run with `pretrain --out {out}` first")
+    if not args.resume and last.is_file():
+        raise UserError(f"--out: {str(out)!r} already holds a run (last.npz); continue it with --resume "
+                        f"or choose another folder")
+    config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+                            warmup_steps=args.warmup, weight_decay=args.weight_decay, clip=args.clip,
+                            eval_every=args.eval_every, eval_tokens=args.eval_tokens, objective=args.objective,
+                            seed=args.seed, time_budget=args.time_budget)
+    corpus = C.load_pretrain_corpus()
+    if args.resume:
+        from ..checkpoint import load
+        from ..tokenizer import CharTokenizer
+        saved = load(last)
+        tok = CharTokenizer.from_dict(saved.tokenizer)
+        model = saved.model
+    else:
+        tok = C.build_vocabulary(corpus, min_freq=args.min_freq)
+        model = TransformerLM(tok.vocab_size, d_model=args.d_model, n_heads=args.heads, n_layers=args.layers,
+                              d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout, norm="pre",
+                              activation="gelu", tie_weights=True, seed=args.seed)
+    train = C.token_stream(corpus.train, tok)
+    heldout = {name: C.token_stream(corpus.heldout[name], tok) for name in C.HELDOUT_SETS}
+    print(f"pre-training text {len(train):,} tokens; held-out " +
+          ", ".join(f"{k} {len(v):,}" for k, v in heldout.items()) +
+          f"; vocabulary {tok.vocab_size:,}; {model.num_parameters():,} parameters")
+    try:
+        history = pretrain(model, tok, train, heldout, config, out_dir=out,
+                           resume_from=last if args.resume else None, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the state is in {last}; continue with --resume")
+        raise
+    if history.stopped_because.startswith("time budget"):
+        print(f"note: {history.stopped_because}")
+    print(f"wrote {out / 'best.npz'} (step {history.best_step}) and {last}")
+
+
+# --------------------------------------------------------------------------- #
+# registration
+# --------------------------------------------------------------------------- #
+
+def register(sub):
+    from ..pretrain import OBJECTIVES
+    p = sub.add_parser("pretrain", help="pre-train a character language model on the news + review corpus")
+    g = p.add_argument_group("model")
+    g.add_argument("--d-model", type=int, default=128, help="model width D (default 128)")
+    g.add_argument("--heads", type=int, default=4, help="attention heads H (default 4)")
+    g.add_argument("--layers", type=int, default=4, help="Transformer blocks L (default 4)")
+    g.add_argument("--d-ff", type=int, default=512, help="feed-forward width F (default 512)")
+    g.add_argument("--max-len", type=int, default=128, help="context length T of the packed chunks (default 128)")
+    g.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout (default 0: 1,500 steps see the text about twice, far from overfitting)")
+    g.add_argument("--min-freq", type=int, default=2, help="keep characters seen at least this often (default 2)")
+    g = p.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=1500, help="the budget, in updates (default 1500)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
+    g.add_argument("--min-lr", type=float, default=1e-4, help="learning rate at the end of the cosine (default 1e-4)")
+    g.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
+    g.add_argument("--objective", choices=sorted(OBJECTIVES), default="causal", help="what to predict (default causal)")
+    g.add_argument("--eval-every", type=int, default=250, help="held-out evaluation every N steps (default 250)")
+    g.add_argument("--eval-tokens", type=int, default=None,
+                   help="score only the first N tokens of each held-out set (default: all)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--time-budget", type=float, default=None,
+                   help="stop after this many seconds of training, and say so (default: no limit)")
+    p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_pretrain)
