@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import checkpoint
 from . import functional as F
 from .models import TransformerLM, _check_ids_and_mask
 
@@ -163,3 +164,6 @@ class TransformerMLM(TransformerLM):
     def generate(self, *args, **kwargs):
         raise TypeError("TransformerMLM.generate: a masked language model fills in [MASK] positions; "
                         "it does not generate left to right (use TransformerLM)")
+
+
+checkpoint.register_model(TransformerMLM)   # so that `checkpoint.load` rebuilds MLM checkpoints

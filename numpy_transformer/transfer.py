@@ -187,8 +187,7 @@ class TransferClassifier(TransformerClassifier):
         return self.features_backward(self.head.backward(dlogits))
 
 
-checkpoint.register_model(TransferClassifier)
-checkpoint.register_model(TransformerMLM)
+checkpoint.register_model(TransferClassifier)   # so that `checkpoint.load` (and `predict`) rebuild it
 
 
 def pretrained_registry() -> dict:

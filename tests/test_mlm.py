@@ -123,3 +123,58 @@ def test_output_layer_at_chosen_positions_only_gives_the_same_loss_and_gradients
     np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-12)
     for n, p in model.named_parameters():
         np.testing.assert_allclose(p.grad, full[n], atol=1e-12, err_msg=n)
+
+
+# --------------------------------------------------------------------------- #
+# pretrain(objective="mlm")
+# --------------------------------------------------------------------------- #
+
+def _mlm_setup():
+    from numpy_transformer.pretrain import PretrainConfig
+    from numpy_transformer.tokenizer import MASK, CharTokenizer
+    V = 23
+    rng = np.random.default_rng(0)
+    train = (np.arange(3000) % 7 + 6 + rng.integers(0, 3, 3000)).astype(np.int32) % V
+    held = {"a": (np.arange(400) % 7 + 6 + rng.integers(0, 3, 400)).astype(np.int32) % V}
+    tok = CharTokenizer([chr(0x4E00 + i) for i in range(V - 6)], extra_special=(MASK,))
+
+    def model(seed=1, dropout=0.1):
+        return TransformerMLM(V, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=8, dropout=dropout, seed=seed)
+
+    def config(**kw):
+        return PretrainConfig(**{**dict(steps=8, batch_size=4, lr=3e-3, warmup_steps=2, eval_every=3,
+                                        eval_batch_size=4, objective="mlm"), **kw})
+    return train, held, tok, model, config
+
+
+def test_mlm_pretraining_learns_the_masked_characters(tmp_path):
+    from numpy_transformer.checkpoint import load
+    from numpy_transformer.pretrain import evaluate_masked, pretrain
+    train, held, tok, model, config = _mlm_setup()
+    m = model(dropout=0.0)
+    before = evaluate_masked(m, held["a"])["bits"]
+    hist = pretrain(m, tok, train, held, config(steps=120, eval_every=60, lr=1e-2), out_dir=tmp_path,
+                    progress=False, log=None)
+    assert hist.heldout_bits["a"][-1] < before - 1.0
+    assert type(load(tmp_path / "best.npz").model).__name__ == "TransformerMLM"   # registered for `load`
+
+
+def test_a_resumed_mlm_run_draws_the_same_masks(tmp_path):
+    from numpy_transformer.pretrain import pretrain
+    train, held, tok, model, config = _mlm_setup()
+    full = []
+    pretrain(model(), tok, train, held, config(), out_dir=tmp_path / "full", progress=False, log=None,
+             on_step=lambda s, loss: full.append(loss))
+    cut = []
+
+    def stop_at_5(step, loss):
+        cut.append(loss)
+        if step == 5:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(model(), tok, train, held, config(), out_dir=tmp_path / "cut", progress=False, log=None,
+                 on_step=stop_at_5)
+    pretrain(model(seed=9), tok, train, held, config(), out_dir=tmp_path / "cut", progress=False, log=None,
+             resume_from=tmp_path / "cut" / "last.npz", on_step=lambda s, loss: cut.append(loss))
+    assert cut == full
+
