@@ -59,14 +59,17 @@ import numpy as np                                              # noqa: E402
 from numpy_transformer import functional as F                    # noqa: E402
 from numpy_transformer import parallel                           # noqa: E402
 from numpy_transformer import nn                                 # noqa: E402
-from numpy_transformer.models import TransformerClassifier        # noqa: E402
+from numpy_transformer import fast                               # noqa: E402
+from numpy_transformer.models import TransformerClassifier, TransformerLM   # noqa: E402
+from numpy_transformer.pretrain import CausalObjective           # noqa: E402
 from numpy_transformer.optim import AdamW, clip_grad_norm        # noqa: E402
 
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 # PyTorch 2.x eager on the CPU, same model and batch, 2 threads (figures given in issue 6; PyTorch is not
 # a dependency of this project, so they are quoted here, not measured by this script).
-PYTORCH_EAGER_MS = {"default": {0.1: 165.0, 0.0: 82.0}}
+PYTORCH_EAGER_MS = {"default": {0.1: 165.0, 0.0: 82.0},
+                    "lm": {0.0: 480.0}}          # issue 12: the PyTorch causal LM of the same size, 2 threads
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Config:
     norm: str = "pre"
     note: str = ""
     attention_dropout: float = 0.0   # on the attention weights (PyTorch's layer does it; our default doesn't)
+    kind: str = "classifier"         # or "lm": TransformerLM, GELU, tied output layer (V x D) fused with the loss
 
 
 CONFIGS = {
@@ -93,6 +97,9 @@ CONFIGS = {
                    note="the notebooks' classifier (notebooks/assets/classifier_small.npz)"),
     "default": Config("default", B=32, T=128, D=128, H=4, L=2, F=512, note="`make demo`: the CLI defaults"),
     "wide": Config("wide", B=16, T=256, D=256, H=8, L=2, F=1024, note="twice as wide, twice as long"),
+    "lm": Config("lm", B=32, T=128, D=128, H=4, L=4, F=512, V=4674, dropout=0.0, kind="lm",
+                 note="the pre-trained character LM (notebooks/assets/lm_small.npz): causal, GELU, tied "
+                      "output layer fused with its loss (pretrain.CausalObjective)"),
 }
 
 
@@ -101,6 +108,13 @@ CONFIGS = {
 # --------------------------------------------------------------------------- #
 
 def build(cfg: Config, dropout: float | None = None, fast: bool = True):
+    if cfg.kind == "lm":
+        model = TransformerLM(cfg.V, d_model=cfg.D, n_heads=cfg.H, n_layers=cfg.L, d_ff=cfg.F, max_len=cfg.T,
+                              dropout=cfg.dropout if dropout is None else dropout, norm=cfg.norm, activation="gelu",
+                              tie_weights=True, seed=0)
+        model.use_fast_paths(fast)
+        params = model.parameters()
+        return model, params, AdamW(params, lr=1e-3, weight_decay=0.01)
     model = TransformerClassifier(cfg.V, cfg.C, d_model=cfg.D, n_heads=cfg.H, n_layers=cfg.L, d_ff=cfg.F,
                                   max_len=max(cfg.T, 128), dropout=cfg.dropout if dropout is None else dropout,
                                   attention_dropout=cfg.attention_dropout,
@@ -113,8 +127,11 @@ def build(cfg: Config, dropout: float | None = None, fast: bool = True):
 
 
 def synthetic_batch(cfg: Config, seed: int = 0):
-    """Full-length random batch (B, T): every position is a real token."""
+    """Full-length random batch (B, T): every position is a real token. For the LM: ids, None, next tokens."""
     rng = np.random.default_rng(seed)
+    if cfg.kind == "lm":
+        chunks = rng.integers(5, cfg.V, size=(cfg.B, cfg.T + 1))
+        return chunks[:, :-1], None, chunks[:, 1:]
     ids = rng.integers(3, cfg.V, size=(cfg.B, cfg.T))
     ids[:, 0] = 2                                                  # [CLS]
     return ids, np.ones((cfg.B, cfg.T), dtype=bool), rng.integers(0, cfg.C, size=cfg.B)
@@ -125,9 +142,12 @@ def train_step(model, params, optimizer, ids, mask, labels, timer=None):
     timer = timer or _no_timer
     with timer("optimizer"):
         model.zero_grad()
-    logits = model(ids, mask)                                              # (B, C)
-    loss, cache = F.cross_entropy(logits, labels)
-    model.backward(F.cross_entropy_backward(1.0, cache))
+    if isinstance(model, TransformerLM):                                   # `pretrain`'s step: labels = next ids
+        loss, _ = CausalObjective().loss_and_backward(model, (ids, labels))
+    else:
+        logits = model(ids, mask)                                          # (B, C)
+        loss, cache = F.cross_entropy(logits, labels)
+        model.backward(F.cross_entropy_backward(1.0, cache))
     with timer("optimizer"):
         clip_grad_norm(params, 1.0)
         optimizer.step()
@@ -179,6 +199,10 @@ def step_matmuls(cfg: Config, B: int | None = None, T: int | None = None):
     ]
     head = [("fwd head", (B, D), (D, C), False, False), ("bwd head dx", (B, C), (D, C), False, True),
             ("bwd head dW", (B, D), (B, C), True, False)]
+    if cfg.kind == "lm":      # the tied output layer: logits = h E^T over all N positions, E (V, D)
+        V = cfg.V
+        head = [("fwd output h E^T", (N, D), (V, D), False, True), ("bwd output dh = dz E", (N, V), (V, D), False, False),
+                ("bwd output dE = dz^T h", (N, V), (N, D), True, False)]
     fwd = [(*m, L) for m in layer if m[0].startswith("fwd")]
     bwd = [(*m, L) for m in layer if m[0].startswith("bwd")]
     return [*fwd, (*head[0], 1), (*head[1], 1), (*head[2], 1), *bwd]
@@ -285,6 +309,10 @@ COMPONENT_OF = {
     "relu": "activation (ReLU)", "relu_backward": "activation (ReLU)",
     "gelu": "activation (ReLU)", "gelu_backward": "activation (ReLU)",
     "cross_entropy": "loss", "cross_entropy_backward": "loss",
+    "cross_entropy_fast": "loss", "cross_entropy_fast_backward": "loss",
+    "tied_output_cross_entropy_fast": "output layer h E^T + loss (fused)",
+    "tied_output_cross_entropy_fast_backward": "output layer h E^T + loss (fused)",
+    "gelu_fast": "activation (ReLU)", "gelu_fast_backward": "activation (ReLU)",
     "split_heads": "heads: split, merge", "merge_heads": "heads: split, merge",
     "split_heads_backward": "heads: split, merge", "merge_heads_backward": "heads: split, merge",
 }
@@ -292,7 +320,7 @@ LINEAR_IN = {"FeedForward": "FFN linear layers (W1, W2)", "MultiHeadAttention": 
              "Linear": "classifier head", None: "classifier head"}
 # Components whose time is mostly BLAS matrix products. The attention component keeps what the attention
 # functions do besides calling the softmax: the products, scaling q, and (plain version) the masking copy.
-MATMUL_COMPONENTS = {*LINEAR_IN.values(), ATTENTION}
+MATMUL_COMPONENTS = {*LINEAR_IN.values(), ATTENTION, "output layer h E^T + loss (fused)"}
 MODULE_METHODS = [(nn.PositionalEncoding, "forward", "embedding"), (nn.PositionalEncoding, "backward", "embedding")]
 CONTEXT_MODULES = (nn.FeedForward, nn.MultiHeadAttention, nn.Linear)
 
@@ -358,8 +386,9 @@ class ComponentTimer:
 
     def install(self):
         for name, component in COMPONENT_OF.items():
-            if hasattr(F, name):
-                self._patch(F, name, self._wrap(getattr(F, name), component))
+            for module in (F, fast):          # the modules call the fast twins through `fast.` too
+                if name in vars(module):
+                    self._patch(module, name, self._wrap(getattr(module, name), component))
         for cls, method, component in MODULE_METHODS:
             self._patch(cls, method, self._wrap(cls.__dict__[method], component))
         for cls in CONTEXT_MODULES:
@@ -576,7 +605,9 @@ def run_config(cfg, args):
     parts = breakdown(cfg, model, params, optimizer, batch, max(args.steps // 2, 10))
     mem = memory(cfg, model, params, optimizer, batch)
     corpus = {}
-    if not args.no_corpus:
+    if not args.no_corpus and cfg.kind == "lm":
+        corpus = {"skipped": "the real-corpus batches are the classifier's; the LM reads packed full-length chunks"}
+    elif not args.no_corpus:
         try:
             for grouped in (True, False):
                 corpus["grouped" if grouped else "ungrouped"] = corpus_throughput(
@@ -612,6 +643,8 @@ def component_floors(per_product_ms):
             out[LINEAR_IN["FeedForward"]] += ms
         elif "head" in what:
             out[LINEAR_IN["Linear"]] += ms
+        elif "output" in what:
+            out["output layer h E^T + loss (fused)"] += ms
         else:
             out[LINEAR_IN["MultiHeadAttention"]] += ms
     return out
@@ -642,7 +675,7 @@ def print_result(r):
     print(f"  efficiency     {r['efficiency']:.2f}   (floor / step; the step runs at {r['step_gflops']:.0f} GFLOP/s)")
     if r["pytorch_eager_ms_quoted"]:
         pt = r["pytorch_eager_ms_quoted"]
-        print(f"  PyTorch eager  {pt:.0f} ms quoted in issue 6 (2 threads, not measured here): this step is "
+        print(f"  PyTorch eager  {pt:.0f} ms quoted in the issues (2 threads, not measured here): this step is "
               f"{s['median_ms'] / pt:.2f}x that")
     print("  breakdown (median ms per step, separate instrumented steps; % of their total):")
     parts = dict(r["breakdown_ms"])

@@ -176,7 +176,7 @@ if counts:
 #
 # * **source only**: nothing special, the baseline to beat;
 # * **DANN**: a domain classifier on the hidden features behind a gradient-reversal layer (§4 below);
-# * **CORAL**: the covariance of the target's hidden features pulled towards the source's (exercise 6);
+# * **CORAL**: the covariance of the target's hidden features pulled towards the source's (exercise 7);
 # * **consistency**: two dropout views of each laptop review must give the same prediction (a symmetric KL);
 # * **target labels**: trained on the laptop reviews' own labels, the upper bound.
 #

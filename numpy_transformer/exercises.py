@@ -11,7 +11,8 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
          layernorm_backward(dy, xhat, rstd, gamma)    -> dx, dgamma, dbeta
     ex4  cross_entropy_backward(logits, targets)      -> dlogits       (of the *mean* loss)
     ex5  positional_encoding(T, D)                    -> PE (T, D)
-    ex6  coral_backward(xs, xt)                       -> dxs, dxt      (of the CORAL loss itself)
+    ex6  top_p_filter(probs, p)                       -> kept (..., V)  (nucleus sampling's cut-off)
+    ex7  coral_backward(xs, xt)                       -> dxs, dxt      (of the CORAL loss itself)
 
 and each has a ``check_<name>(fn)`` here. A check runs the student's function
 on a few fixed inputs, easy ones first, and stops at the first problem:
@@ -58,7 +59,7 @@ __all__ = [
     "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
-    "check_positional_encoding", "check_coral_backward",
+    "check_positional_encoding", "check_top_p_filter", "check_coral_backward",
 ]
 
 SOLUTIONS_ENV = "NT_SOLUTIONS"
@@ -204,6 +205,18 @@ class _Solutions:
         pe[:, 0::2] = np.sin(angle)
         pe[:, 1::2] = np.cos(angle[:, : D // 2])               # odd D: the last sine has no cosine partner
         return pe
+
+    @staticmethod
+    def top_p_filter(probs, p):
+        """probs (..., V), rows summing to 1; 0 < p <= 1 -> the nucleus, renormalised, (..., V)."""
+        order = np.argsort(-probs, axis=-1, kind="stable")     # most likely first
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        before = np.cumsum(sorted_p, axis=-1) - sorted_p       # the mass ranked above each token
+        keep_sorted = before < p                               # the token that crosses p is kept
+        keep = np.zeros(probs.shape, dtype=bool)
+        np.put_along_axis(keep, order, keep_sorted, axis=-1)   # back to vocabulary order
+        kept = np.where(keep, probs, 0.0)
+        return kept / kept.sum(axis=-1, keepdims=True)         # a distribution again
 
     @staticmethod
     def coral_backward(xs, xt):
@@ -630,6 +643,53 @@ def _mistake_pe_positions_from_one(T, D):
 
 def _mistake_pe_transposed(T, D):
     return solutions.positional_encoding(T, D).T
+
+
+# ---- top-p (nucleus) ------------------------------------------------------ #
+
+def _top_p_keep(probs, p, rule, descending=True):
+    """The nucleus with a chosen keep rule over the sorted cumulative mass (the mistakes vary it)."""
+    order = np.argsort(-probs if descending else probs, axis=-1, kind="stable")
+    sorted_p = np.take_along_axis(probs, order, axis=-1)
+    cum = np.cumsum(sorted_p, axis=-1)
+    keep_sorted = rule(cum - sorted_p, cum, sorted_p)
+    keep = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return keep
+
+
+def _renormalised(probs, keep):
+    kept = np.where(keep, probs, 0.0)
+    return kept / kept.sum(axis=-1, keepdims=True)
+
+
+def _mistake_top_p_unsorted(probs, p):
+    before = np.cumsum(probs, axis=-1) - probs                 # in vocabulary order
+    return _renormalised(probs, before < p)
+
+
+def _mistake_top_p_crossing_token_dropped(probs, p):
+    return _renormalised(probs, _top_p_keep(probs, p, lambda before, cum, sp: cum <= p))
+
+
+def _mistake_top_p_not_renormalised(probs, p):
+    return np.where(_top_p_keep(probs, p, lambda before, cum, sp: before < p), probs, 0.0)
+
+
+def _mistake_top_p_one_extra(probs, p):
+    return _renormalised(probs, _top_p_keep(probs, p, lambda before, cum, sp: before - sp < p))
+
+
+def _mistake_top_p_boundary_le(probs, p):
+    return _renormalised(probs, _top_p_keep(probs, p, lambda before, cum, sp: before <= p))
+
+
+def _mistake_top_p_ascending(probs, p):
+    return _renormalised(probs, _top_p_keep(probs, p, lambda before, cum, sp: before < p, descending=False))
+
+
+def _mistake_top_p_sorted_order(probs, p):
+    return -np.sort(-solutions.top_p_filter(probs, p), axis=-1)
 
 
 # --------------------------------------------------------------------------- #
@@ -1121,6 +1181,23 @@ def _cross_entropy_cases():
     return cases
 
 
+def _top_p_cases():
+    clear = np.array([0.05, 0.4, 0.1, 0.3, 0.15, 0.0])
+    cases = [_Case("probs (6,) with p = 0.8: 0.4 + 0.3 = 0.7 < 0.8, and 0.15 crosses it", (clear, 0.8),
+                   (solutions.top_p_filter(clear, 0.8),), None,
+                   "Sorted: 0.4, 0.3, 0.15, 0.1, 0.05, 0.0. The first two hold 0.7 < p, so the third (0.15) is "
+                   "the token that crosses p: it is kept, the rest are dropped, and the three are renormalised.")]
+    rows = np.random.default_rng(60).dirichlet(np.ones(7), size=3)
+    cases.append(_Case("a batch of 3 rows (3, 7), p = 0.9", (rows, 0.9), (solutions.top_p_filter(rows, 0.9),), None,
+                       "Work along the last axis: every row has its own order and its own cut-off."))
+    exact = np.array([0.25, 0.5, 0.125, 0.125])
+    cases.append(_Case("probs (4,) with p = 0.75, where 0.5 + 0.25 is exactly p", (exact, 0.75),
+                       (solutions.top_p_filter(exact, 0.75),), None,
+                       "0.5 + 0.25 = 0.75 reaches p exactly, so the nucleus is complete after two tokens: a token "
+                       "is kept only while the mass before it is *strictly* below p."))
+    return cases
+
+
 def _positional_encoding_cases():
     return [
         _Case("T = 6, D = 8", (6, 8), (F.sinusoidal_positional_encoding(6, 8, dtype=np.float64),)),
@@ -1450,6 +1527,33 @@ _EXERCISES = {ex.name: ex for ex in (
         ),
         shape_notes={"PE": "PE has one row per position and one column per dimension: (T, D)."},
     ),
+    _Exercise(
+        "top_p_filter", ("probs", "p"), ("kept",), _top_p_cases,
+        (
+            _Mistake("not_sorted", "summed the probabilities in vocabulary order, without sorting",
+                     "The nucleus is the *most likely* tokens: sort each row from most to least likely "
+                     "(np.argsort(-probs, axis=-1)) before the cumulative sum.", _mistake_top_p_unsorted),
+            _Mistake("ascending", "sorted from the least likely token up",
+                     "Sort in decreasing order: np.argsort(-probs, axis=-1).", _mistake_top_p_ascending),
+            _Mistake("crossing_token_dropped", "dropped the token that crosses p",
+                     "Keep a token while the mass *before* it is below p (cumsum - probs < p): the token that "
+                     "takes the total past p belongs to the nucleus; otherwise the kept mass is below p, and "
+                     "when the top token alone exceeds p nothing is left.", _mistake_top_p_crossing_token_dropped),
+            _Mistake("not_renormalised", "forgot to renormalise the kept probabilities",
+                     "After zeroing the dropped tokens the row sums to less than 1: divide by its sum so that "
+                     "it is a distribution to sample from.", _mistake_top_p_not_renormalised),
+            _Mistake("boundary_le", "kept a token whose preceding mass is exactly p (<= instead of <)",
+                     "When the tokens before j already sum to exactly p the nucleus is complete: use "
+                     "before < p, not before <= p.", _mistake_top_p_boundary_le),
+            _Mistake("one_extra", "kept one token too many (an off-by-one after the token that crosses p)",
+                     "Token j is kept when the mass of the tokens ranked *above* it is < p. Shifting the "
+                     "cumulative sum by one more position keeps the next token too.", _mistake_top_p_one_extra),
+            _Mistake("sorted_order", "returned the probabilities in sorted order",
+                     "Put the kept probabilities back where their tokens are: id j must stay at index j "
+                     "(np.put_along_axis, or an inverse permutation).", _mistake_top_p_sorted_order),
+        ),
+        shape_notes={"kept": "kept is shaped like probs: one probability per token of the vocabulary."},
+    ),
 )}
 
 
@@ -1495,6 +1599,11 @@ def check_cross_entropy_backward(fn, verbose=True):
 def check_positional_encoding(fn, verbose=True):
     """Check ``positional_encoding(T, D) -> PE (T, D)`` against `functional.sinusoidal_positional_encoding`."""
     return _check("positional_encoding", fn, verbose)
+
+
+def check_top_p_filter(fn, verbose=True):
+    """Check ``top_p_filter(probs, p) -> kept`` (the nucleus, renormalised) against the reference."""
+    return _check("top_p_filter", fn, verbose)
 
 
 def check_coral_backward(fn, verbose=True):

@@ -309,6 +309,30 @@ class TransformerLM(_TransformerBase):
             self._cache = True
         return logits
 
+    def forward_cached(self, ids, kvs=None, start=0):
+        """Logits of new tokens only, reusing the keys and values of the tokens before them (generation.py).
+
+        ids (B, Tn) are the tokens at positions ``start .. start + Tn - 1``;
+        ``kvs`` holds every layer's keys and values of positions ``0 ..
+        start - 1`` (None when ``start`` is 0). Returns logits (B, Tn, V) and
+        the extended caches. Call in eval mode; there is no backward.
+        """
+        if self.training:
+            raise RuntimeError("TransformerLM.forward_cached: call model.eval() first (no dropout when generating)")
+        _check_ids_and_mask(ids, None, self.vocab_size, self.max_len)
+        Tn = ids.shape[1]
+        if start + Tn > self.max_len:
+            raise ValueError(f"start: positions up to {start + Tn} do not fit max_len={self.max_len}; "
+                             f"restart the cache on a shorter window")
+        xp = self._xp()
+        x = self.embed(xp.asarray(ids))                                      # (B, Tn, D)
+        if self.scale_embeddings:
+            x = x * self._embed_scale
+        x = x + self.pos._pe()[start:start + Tn]                             # the positions of the new tokens
+        h, kvs = self.encoder.forward_cached(x, kvs)                         # (B, Tn, D)
+        W = self.embed.E.data if self.tie_weights else self.head.W.data.T   # (V, D)
+        return h @ W.T, kvs                                                  # (B, Tn, V)
+
     def backward(self, dlogits):
         """dlogits (B, T, V) -> gradient w.r.t. the embedding output (B, T, D); accumulates every param.grad."""
         if self._cache is None:

@@ -639,6 +639,37 @@ class MultiHeadAttention(Module):
             dx = dpart if dx is None else dx + dpart
         return dx
 
+    def forward_cached(self, x, kv=None):
+        """Inference with a key/value cache (generation.py): only the *new* tokens are computed.
+
+        x (B, Tn, D) holds the Tn tokens after the Tp already seen; ``kv`` is
+        their keys and values ``(k, v)``, each (B, H, Tp, Dh), or None. Query
+        i of the new tokens sits at position Tp + i and attends to keys 0 ..
+        Tp + i (the causal mask, shifted). Returns y (B, Tn, D) and the cache
+        (k, v) (B, H, Tp + Tn, Dh) to pass next time. Eval mode only (no
+        dropout, no backward): one new token then costs one row of attention.
+        """
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        B, Tn, D = x.shape
+        H = self.n_heads
+        xp = get_array_module(x)
+        if self.fused_qkv:
+            qkv, _ = F.linear(x, self.W_qkv.data, self._data(self.b_qkv))            # (B, Tn, 3D)
+            q, k, v = qkv.reshape(B, Tn, 3, H, D // H).transpose(2, 0, 3, 1, 4)    # 3 x (B, H, Tn, Dh)
+        else:
+            q, k, v = (F.split_heads(F.linear(x, W.data, self._data(b))[0], H)
+                       for W, b in ((self.W_q, self.b_q), (self.W_k, self.b_k), (self.W_v, self.b_v)))
+        if kv is not None:
+            k = xp.concatenate([kv[0], k], axis=2)                                  # (B, H, Tp + Tn, Dh)
+            v = xp.concatenate([kv[1], v], axis=2)
+        Tk = k.shape[2]
+        mask = xp.asarray(np.tril(np.ones((Tn, Tk), dtype=bool), k=Tk - Tn))         # (Tn, Tk)
+        heads, weights, _ = F.scaled_dot_product_attention(q, k, v, mask, training=False)
+        y, _ = F.linear(F.merge_heads(heads), self.W_o.data, self._data(self.b_o))   # (B, Tn, D)
+        self.last_attention = weights
+        return y, (k, v)
+
     def _extra_repr(self):
         extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
         return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}{extra}"
@@ -791,6 +822,20 @@ class TransformerBlock(Module):
         dxn = self.attn.backward(self.drop1.backward(dout)) + self.ffn.backward(self.drop2.backward(dout))
         return dout + self.norm1.backward(dxn)
 
+    def forward_cached(self, x, kv=None):
+        """`forward` in eval mode with the attention's key/value cache: x (B, Tn, D) new tokens -> (y, kv)."""
+        if self.norm == "post":
+            a, kv = self.attn.forward_cached(x, kv)
+            h = self.norm1(x + a)
+            return self.norm2(h + self.ffn(h)), kv
+        if self.norm == "pre":
+            a, kv = self.attn.forward_cached(self.norm1(x), kv)
+            h = x + a
+            return h + self.ffn(self.norm2(h)), kv
+        xn = self.norm1(x)
+        a, kv = self.attn.forward_cached(xn, kv)
+        return x + a + self.ffn(xn), kv
+
     def _extra_repr(self):
         return f"norm={self.norm!r}"
 
@@ -832,6 +877,15 @@ class TransformerEncoder(Module):
         for block in reversed(self.blocks):
             dout = block.backward(dout)
         return dout
+
+    def forward_cached(self, x, kvs=None):
+        """`forward` with one key/value cache per block: x (B, Tn, D) new tokens -> (y, [kv] * L)."""
+        kvs = [None] * len(self.blocks) if kvs is None else kvs
+        new = []
+        for block, kv in zip(self.blocks, kvs):
+            x, kv = block.forward_cached(x, kv)
+            new.append(kv)
+        return (x if self.final_norm is None else self.final_norm(x)), new
 
     @property
     def attention_weights(self):

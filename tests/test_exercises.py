@@ -417,3 +417,61 @@ def test_with_nt_solutions_every_check_in_the_notebook_passes(path, capsys, monk
     printed = capsys.readouterr().out
     n_checks = sum(src.count("exercises.check_") for src in _code_cells(path))
     assert printed.count("✓ Correct") == n_checks and "✗" not in printed, printed
+
+
+# --------------------------------------------------------------------------- #
+# ex6: top-p (nucleus) filtering — each named mistake is recognised, written the way a student would
+# --------------------------------------------------------------------------- #
+
+def _top_p_written_by_a_student(sort=True, keep="before<p", renormalise=True, back_in_place=True):
+    def top_p_filter(probs, p):
+        out = np.zeros_like(probs)
+        for row_in, row_out in zip(np.atleast_2d(probs), np.atleast_2d(out)):
+            order = np.argsort(-row_in, kind="stable") if sort else np.arange(len(row_in))
+            total, chosen = 0.0, []
+            for j in order:
+                if keep == "before<p" and total >= p:
+                    break
+                if keep == "cum<=p" and total + row_in[j] > p:
+                    break
+                if keep == "before<=p" and total > p:
+                    break
+                chosen.append(j)
+                total += row_in[j]
+            vals = row_in[chosen] / (row_in[chosen].sum() if renormalise else 1.0)
+            if back_in_place:
+                row_out[chosen] = vals
+            else:
+                row_out[:len(chosen)] = vals
+        return out.reshape(probs.shape)
+    return top_p_filter
+
+
+def _top_p_one_extra_loop(probs, p):
+    out = np.zeros_like(probs)
+    for row_in, row_out in zip(np.atleast_2d(probs), np.atleast_2d(out)):
+        order = np.argsort(-row_in, kind="stable")
+        n = int(np.searchsorted(np.cumsum(row_in[order]), p)) + 2      # one past the token that crosses p
+        chosen = order[:n]
+        row_out[chosen] = row_in[chosen] / row_in[chosen].sum()
+    return out.reshape(probs.shape)
+
+
+@pytest.mark.parametrize("fn, key", [
+    (_top_p_written_by_a_student(sort=False), "not_sorted"),
+    (_top_p_written_by_a_student(keep="cum<=p"), "crossing_token_dropped"),
+    (_top_p_written_by_a_student(renormalise=False), "not_renormalised"),
+    (_top_p_one_extra_loop, "one_extra"),
+    (_top_p_written_by_a_student(keep="before<=p"), "boundary_le"),
+    (_top_p_written_by_a_student(back_in_place=False), "sorted_order"),
+], ids=["not_sorted", "crossing_token_dropped", "not_renormalised", "one_extra", "boundary_le", "sorted_order"])
+def test_top_p_mistakes_are_recognised(fn, key):
+    result = check("top_p_filter", fn)
+    assert not result.ok and result.mistake == key, result.message
+
+
+def test_top_p_reference_matches_the_generation_module():
+    from numpy_transformer.generation import top_p_filter
+    assert check("top_p_filter", E.solutions.top_p_filter).ok
+    assert check("top_p_filter", top_p_filter).ok
+    assert check("top_p_filter", _top_p_written_by_a_student()).ok        # a plain loop is fine too

@@ -529,11 +529,11 @@ def _():
     ]
 
 
-@notebook("ex6_coral_backward")
+@notebook("ex7_coral_backward")
 def _():
     return [
         md(r"""
-        # Exercise 6 · The backward pass of CORAL (domain adaptation, seed §2.2)
+        # Exercise 7 · The backward pass of CORAL (domain adaptation, seed §2.2)
 
         A classifier trained on hotel reviews meets laptop reviews. *Feature matching* asks the encoder
         to give the two domains' features the same second-order statistics (Deep CORAL, Sun & Saenko

@@ -65,6 +65,52 @@ def cmd_pretrain(args):
 
 
 # --------------------------------------------------------------------------- #
+# generate
+# --------------------------------------------------------------------------- #
+
+def cmd_generate(args):
+    import numpy as np
+
+    from ..cli import _load_checkpoint
+    from ..generation import generate
+    from ..tokenizer import BOS_ID, CLS_ID, EOS_ID, PAD_ID, UNK_ID
+
+    if not args.prompt.strip():
+        raise UserError("PROMPT is empty; give the first characters of the text to continue, e.g. \"这家酒店\"")
+    if args.temperature <= 0:
+        raise UserError(f"--temperature: expected a number > 0, got {args.temperature:g}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p: expected a number in (0, 1], got {args.top_p:g}")
+    if args.strategy == "top-p" and args.top_p is None:
+        args.top_p = 0.9
+    if args.repetition_penalty <= 0:
+        raise UserError(f"--repetition-penalty: expected a number > 0 (1 = off), got {args.repetition_penalty:g}")
+    if args.max_new_tokens < 0:
+        raise UserError(f"--max-new-tokens: expected a non-negative integer, got {args.max_new_tokens}")
+    if args.num_beams < 1:
+        raise UserError(f"--num-beams: expected a positive integer, got {args.num_beams}")
+    model, tok, _ = _load_checkpoint(args.checkpoint)
+    if not hasattr(model, "forward_cached"):
+        raise UserError(f"checkpoint {args.checkpoint!r} holds a {type(model).__name__}, not a language model; "
+                        f"generate needs one made by `python -m numpy_transformer pretrain`")
+    if args.top_k is not None and not 1 <= args.top_k <= tok.vocab_size:
+        raise UserError(f"--top-k: expected an integer in [1, {tok.vocab_size}] (the vocabulary size), "
+                        f"got {args.top_k}")
+    if args.strategy == "top-k" and args.top_k is None:
+        args.top_k = min(40, tok.vocab_size)
+    if tok.unknown_fraction(args.prompt) == 1.0:
+        raise UserError(f"PROMPT {args.prompt!r} has only characters the model never saw; "
+                        f"give some Chinese text it knows")
+    ids = [EOS_ID] + tok.encode(args.prompt)       # in pre-training every text follows an [EOS]
+    banned = [PAD_ID, UNK_ID, CLS_ID, BOS_ID] + [tok.token_to_id(t) for t in tok.extra_special]
+    out = generate(model, ids, args.max_new_tokens, strategy=args.strategy, temperature=args.temperature,
+                   top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                   rng=np.random.default_rng(args.seed), banned_ids=banned, use_cache=not args.no_cache,
+                   num_beams=args.num_beams, length_penalty=args.length_penalty)
+    print(tok.decode(tok.encode(args.prompt)) + tok.decode(out))
+
+
+# --------------------------------------------------------------------------- #
 # registration
 # --------------------------------------------------------------------------- #
 
@@ -99,3 +145,19 @@ def register(sub):
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_pretrain)
+
+    from ..generation import STRATEGIES
+    p = sub.add_parser("generate", help="continue a prompt with a pre-trained language model")
+    p.add_argument("checkpoint", help="a language-model checkpoint (pretrain's best.npz, notebooks/assets/lm_small.npz)")
+    p.add_argument("prompt", help="the first characters of the text")
+    p.add_argument("--strategy", choices=STRATEGIES, default="top-p", help="how to choose each token (default top-p)")
+    p.add_argument("--temperature", type=float, default=0.8, help="divide the logits by this (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="top-k: sample among the k most likely (default 40, at most the vocabulary)")
+    p.add_argument("--top-p", type=float, default=None, help="top-p: the nucleus mass, in (0, 1] (default 0.9)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL's penalty, 1 = off (default 1)")
+    p.add_argument("--num-beams", type=int, default=4, help="beam: beams kept (default 4)")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam: score / length^alpha (default 1)")
+    p.add_argument("--max-new-tokens", type=int, default=60, help="at most this many characters (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole window for every token")
+    p.set_defaults(func=cmd_generate)
