@@ -83,9 +83,11 @@ print({k: pretrained.config[k] for k in ("d_model", "n_heads", "n_layers", "d_ff
 # ### Nearest neighbours in the embedding table
 #
 # Each character is a row of the table $E$ (V × D). Its neighbours are the rows with the largest cosine
-# similarity. Look at the right-hand table: after pre-training, 好 (good) sits next to other words of
-# praise, 差 (bad) next to complaints, 脑 next to computer words. The fresh table's neighbours are random
-# characters: nothing has been learned yet, and a classifier starting there must learn it all from labels.
+# similarity. With a well-trained model 好 (good) would sit next to other words of praise and 房 next to
+# 间 (房间, room). The shipped `lm_small.npz` is an *interim* checkpoint (step 250 of its run, see
+# `assets/README.md`), so look for the few pairs it has already learned: in our run 房 → 间 and 订 (booking
+# a room), 慢 (slow) → 快 (fast), 差 (bad) → 错 (wrong). The fresh table's neighbours are random
+# characters: a classifier starting there must learn everything from labels.
 
 
 # %%
@@ -105,9 +107,10 @@ table([(c, neighbours(fresh.embed.E.data, c), neighbours(pretrained.embed.E.data
 # ### Attention on the same review
 #
 # The last block's attention, averaged over its heads, for a hotel review. The causal mask hides the
-# upper triangle (a character attends to itself and to the characters before it). The fresh model
-# spreads its weights almost evenly over the past; the pre-trained one has learned where to look (the
-# previous character, the start of a word, a punctuation mark), which is what fine-tuning starts from.
+# upper triangle (a character attends to itself and to the characters before it). The fresh model spreads
+# its weights smoothly over the past. The pre-trained one has structure that fine-tuning starts from:
+# a bright column at the first comma (every later character looks back at the end of the first clause)
+# and more weight on the first character.
 
 # %%
 review = "房间很干净，服务也很好，下次还会入住。"
