@@ -180,6 +180,9 @@ def test_finetune_command_writes_a_checkpoint_that_records_where_its_weights_cam
     ckpt = checkpoint.load(out / "classifier.npz")          # TransferClassifier is registered for `load`
     assert ckpt.extra["init_from"] == str(path) and ckpt.extra["init_class"] == "TransformerLM"
     assert ckpt.model.causal
+    capsys.readouterr()
+    assert cli.main(["predict", str(out / "classifier.npz"), "很好"]) == 0      # predict opens it too
+    assert "很好" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, words", [

@@ -13,6 +13,9 @@ from pathlib import Path
 
 
 def register(sub):
+    # Importing the chapter registers its model classes with `checkpoint.load`, so that `predict`,
+    # `evaluate` and `attention` open fine-tuned (TransferClassifier) and MLM checkpoints too.
+    from .. import mlm, transfer  # noqa: F401
     p = sub.add_parser("finetune", help="fine-tune a classifier from a pre-trained checkpoint (budget in steps)")
     p.add_argument("--init-from", required=True, metavar="CKPT",
                    help="a pre-trained causal LM (GPT-style fine-tuning), MLM encoder (BERT-style) or classifier")
