@@ -27,7 +27,8 @@
 # 4. the gradient-reversal layer, in one cell you can check by hand.
 #
 # Everything loads small shipped files (`notebooks/assets/`, see its README), so the notebook runs in
-# seconds. The experiments behind the numbers are `benchmarks/transfer_experiments.py` (README §
+# seconds. The tables of §2 and §3 were measured with an earlier, *interim* `lm_small.npz` (step 250 of
+# its pre-training, 7.4 bits/char on review text); §1 shows the current file. The experiments behind the numbers are `benchmarks/transfer_experiments.py` (README §
 # Transfer learning gives the commands and how long each took). `RETRAIN = True` in the next cell
 # recomputes the domain-adaptation table on the pre-trained features (a few minutes on a CPU: the
 # features of every review must be computed first).
@@ -83,11 +84,10 @@ print({k: pretrained.config[k] for k in ("d_model", "n_heads", "n_layers", "d_ff
 # ### Nearest neighbours in the embedding table
 #
 # Each character is a row of the table $E$ (V × D). Its neighbours are the rows with the largest cosine
-# similarity. With a well-trained model 好 (good) would sit next to other words of praise and 房 next to
-# 间 (房间, room). The shipped `lm_small.npz` is an *interim* checkpoint (step 250 of its run, see
-# `assets/README.md`), so look for the few pairs it has already learned: in our run 房 → 间 and 订 (booking
-# a room), 慢 (slow) → 快 (fast), 差 (bad) → 错 (wrong). The fresh table's neighbours are random
-# characters: a classifier starting there must learn everything from labels.
+# similarity. A language model learns that characters used in the same places belong together: look
+# for pairs such as 房 → 间 (房间, room) or 慢 (slow) → 快 (fast) on the right. The fresh table's
+# neighbours are random characters: a classifier starting there must learn everything from labels.
+# (The shipped `lm_small.npz` is a short CPU run, 6.4 bits/char on review text; see `assets/README.md`.)
 
 
 # %%
