@@ -27,8 +27,9 @@
 # 4. the gradient-reversal layer, in one cell you can check by hand.
 #
 # Everything loads small shipped files (`notebooks/assets/`, see its README), so the notebook runs in
-# seconds. The tables of §2 and §3 were measured with an earlier, *interim* `lm_small.npz` (step 250 of
-# its pre-training, 7.4 bits/char on review text); §1 shows the current file. The experiments behind the numbers are `benchmarks/transfer_experiments.py` (README §
+# seconds. Most numbers of §2 and §3 were measured with an earlier, *interim* `lm_small.npz` (step 250 of
+# its pre-training, 7.4 bits/char on review text); the rows marked "step 1,125" with the current file,
+# which §1 shows. The experiments behind the numbers are `benchmarks/transfer_experiments.py` (README §
 # Transfer learning gives the commands and how long each took). `RETRAIN = True` in the next cell
 # recomputes the domain-adaptation table on the pre-trained features (a few minutes on a CPU: the
 # features of every review must be computed first).
@@ -84,8 +85,9 @@ print({k: pretrained.config[k] for k in ("d_model", "n_heads", "n_layers", "d_ff
 # ### Nearest neighbours in the embedding table
 #
 # Each character is a row of the table $E$ (V × D). Its neighbours are the rows with the largest cosine
-# similarity. A language model learns that characters used in the same places belong together: look
-# for pairs such as 房 → 间 (房间, room) or 慢 (slow) → 快 (fast) on the right. The fresh table's
+# similarity. A language model learns that characters used in the same places belong together. In our
+# run the right-hand column shows it: 差 (bad) next to 低 (low), 吵 (noisy), 错 (wrong), 旧 (old); 慢 (slow)
+# next to 快 (fast) and 吵; 房 (room) next to 楼 (floor), 床 (bed), 室 (room); 书 (book) next to 版 (edition). The fresh table's
 # neighbours are random characters: a classifier starting there must learn everything from labels.
 # (The shipped `lm_small.npz` is a short CPU run, 6.4 bits/char on review text; see `assets/README.md`.)
 
@@ -137,8 +139,11 @@ plt.show()
 # %%
 results = json.loads((ASSETS / "transfer_results.json").read_text(encoding="utf-8"))
 budget = results["budget"]
-labels = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
-          "finetune:lm_small": "fine-tuned from lm_small", "finetune:scratch": "from scratch (same shape)"}
+labels = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe, interim lm_small (step 250)",
+          "probe:lm_small_1125": "linear probe, lm_small step 1,125",
+          "finetune:lm_small": "fine-tuned, interim lm_small (step 250)",
+          "finetune:lm_small_1125": "fine-tuned, lm_small step 1,125 (150 steps)",
+          "finetune:scratch": "from scratch (same shape)"}
 fig, ax = plt.subplots(figsize=(7, 4.5))
 for method, name in labels.items():
     rows = sorted((r for r in budget if r["method"] == method), key=lambda r: r["fraction"])
@@ -202,14 +207,14 @@ if RETRAIN:
 names = {"source": "source only", "dann": "DANN (gradient reversal)", "coral": "CORAL (feature matching)",
          "consistency": "consistency (two dropout views)", "target": "target labels (upper bound)"}
 rows = [r for r in results["domain"] if r["exp"] == "domain-features"]
-table([(r["source"] + " → " + r["target"], names[r["method"]], r["mean"][0], r["std"][0], r["mean"][1],
-        r["mean"][2], r["n"]) for r in sorted(rows, key=lambda r: list(names).index(r["method"]))],
-      ["direction", "method", "target accuracy", "± std", "target AUC", "source accuracy", "seeds"])
+table([(r["init"], r["source"] + " → " + r["target"], names[r["method"]], r["mean"][0], r["std"][0], r["mean"][1],
+        r["mean"][2], r["n"]) for r in sorted(rows, key=lambda r: (r["init"], list(names).index(r["method"])))],
+      ["features of", "direction", "method", "target accuracy", "± std", "target AUC", "source accuracy", "seeds"])
 
 # %% [markdown]
 # ### What adaptation does to the features
 #
-# The hidden features of the hotel (source) and laptop (target) test reviews, projected on their first
+# The hidden features (on the interim `lm_small`, seed 0) of the hotel (source) and laptop (target) test reviews, projected on their first
 # two principal components (computed on both domains together). Before adaptation (source only) the two
 # clouds sit apart along one direction: the network has features that say "hotel or laptop". DANN and
 # CORAL are asked to remove that difference; look at how much the clouds overlap afterwards, and at
