@@ -1,12 +1,7 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
 #   kernelspec:
-#     display_name: Python 3 (numpy_transformer)
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---

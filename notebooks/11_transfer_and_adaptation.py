@@ -1,10 +1,5 @@
 # ---
 # jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -35,8 +30,11 @@
 # features of every review must be computed first).
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
+from numpy_transformer import viz
+viz.notebook_setup()
+RETRAIN = False   # True: recompute the domain-adaptation runs on the pre-trained features (minutes)
+
+# %%
 import json
 from pathlib import Path
 
@@ -44,16 +42,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import HTML, display
 
-from numpy_transformer import checkpoint, functional as F, viz
+from numpy_transformer import checkpoint, functional as F
 from numpy_transformer.models import TransformerLM
 from numpy_transformer.tokenizer import CharTokenizer
 from numpy_transformer.transfer import DOMAIN_KEYWORDS, pretrained_registry
 
-RETRAIN = False   # True: recompute the domain-adaptation runs on the pre-trained features (minutes)
-
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=3, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
 ASSETS = Path("assets")            # relative to notebooks/, where Jupyter runs
 
 

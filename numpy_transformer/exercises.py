@@ -13,9 +13,12 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
     ex5  positional_encoding(T, D)                    -> PE (T, D)
     ex6  top_p_filter(probs, p)                       -> kept (..., V)  (nucleus sampling's cut-off)
     ex7  coral_backward(xs, xt)                       -> dxs, dxt      (of the CORAL loss itself)
+    ex10 rope_forward(x)                              -> y             (RoPE, the long-text chapter)
+         rope_backward(dy)                            -> dx
+         rope_attention(q, k, v)                      -> out
 
 and each has a ``check_<name>(fn)`` here. A check runs the student's function
-on a few fixed inputs, easy ones first, and stops at the first problem:
+on a few fixed inputs, easy ones first, and reports the first problem:
 
 1. It calls the function. ``NotImplementedError`` means "not implemented
    yet"; any other exception is reported with its text, the student's line
@@ -31,15 +34,25 @@ on a few fixed inputs, easy ones first, and stops at the first problem:
    the check names that mistake and gives a hint. Otherwise it reports the
    worst element: which output, at which index, expected and got.
 
-A check prints its verdict and returns a `CheckResult` (``ok``, ``message``,
-``kind``, ``mistakes``). The reference solutions are ``solutions.<name>``; with
-the environment variable ``NT_SOLUTIONS=1`` set, `use_solution_if_requested`
-swaps them in for the student's stubs, so that the notebooks run with the
-solutions filled in (that is how the tests execute them).
+Every case is run, even after a failure, to give partial credit: per case, a
+point for running cleanly with the right shapes and a point for each output
+with the right values. The verdict is the first failing case's.
+
+A check prints its verdict, ending with the score, and returns a `CheckResult`
+(``ok``, ``message``, ``kind``, ``mistakes``, ``points``, ``max_points``). In
+the notebooks each check is an nbgrader test cell that ends with
+``result.points``: nbgrader reads that number as the cell's score, and shows
+the printed verdict as the feedback (notebooks/exercises/README.md).
+
+The reference solutions are ``solutions.<name>``, written independently of
+`functional.py`; the teacher's notebooks hold the same code between nbgrader's
+``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines (tests/test_exercises.py
+checks that both get full marks).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -55,15 +68,12 @@ from . import functional as F
 from .gradcheck import check_gradients
 
 __all__ = [
-    "CheckResult", "solutions", "use_solution_if_requested", "assert_if_solutions", "solutions_requested",
-    "show_solution",
+    "CheckResult", "solutions", "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
     "check_positional_encoding", "check_top_p_filter", "check_coral_backward",
+    "check_rope_forward", "check_rope_backward", "check_rope_attention",
 ]
-
-SOLUTIONS_ENV = "NT_SOLUTIONS"
-
 
 # --------------------------------------------------------------------------- #
 # What a check returns
@@ -80,12 +90,17 @@ class CheckResult:
         "shape", "not_finite", "mistake" (a known mistake recognised),
         "wrong_value" (wrong, and no known mistake matches) or "not_callable".
     mistakes: the keys of the recognised mistakes (see ``_EXERCISES``), first one first.
+    points, max_points: the partial credit, a point per check passed (per test case, one for
+        running with the right shapes and one for each right output). A notebook's graded
+        check cell ends with ``result.points``, which nbgrader reads as the cell's score.
     """
 
     ok: bool
     message: str
     kind: str = "correct"
     mistakes: tuple = ()
+    points: int = 0
+    max_points: int = 0
 
     @property
     def mistake(self):
@@ -96,7 +111,8 @@ class CheckResult:
         return self.message
 
     def __repr__(self):
-        return f"CheckResult(ok={self.ok}, kind={self.kind!r}, mistakes={self.mistakes!r})"
+        return (f"CheckResult(ok={self.ok}, kind={self.kind!r}, mistakes={self.mistakes!r}, "
+                f"points={self.points}/{self.max_points})")
 
 
 # --------------------------------------------------------------------------- #
@@ -217,6 +233,41 @@ class _Solutions:
         np.put_along_axis(keep, order, keep_sorted, axis=-1)   # back to vocabulary order
         kept = np.where(keep, probs, 0.0)
         return kept / kept.sum(axis=-1, keepdims=True)         # a distribution again
+    def rope_forward(x):
+        """x (..., T, D), D even -> y: the pair (2i, 2i+1) of row t turned by the angle t * 10000^(-2i/D)."""
+        T, D = x.shape[-2:]
+        theta = 10000.0 ** (-np.arange(0, D, 2) / D)           # (D/2,) one frequency per pair
+        angle = np.arange(T)[:, None] * theta[None, :]         # (T, D/2): position t times frequency i
+        cos, sin = np.cos(angle), np.sin(angle)
+        x_even, x_odd = x[..., 0::2], x[..., 1::2]             # the two members of every pair
+        y = np.empty_like(x)
+        y[..., 0::2] = x_even * cos - x_odd * sin              # a 2-D rotation of each pair
+        y[..., 1::2] = x_even * sin + x_odd * cos
+        return y
+
+    @staticmethod
+    def rope_backward(dy):
+        """dy (..., T, D) -> dx: the transpose of a rotation is the rotation by the opposite angle."""
+        T, D = dy.shape[-2:]
+        theta = 10000.0 ** (-np.arange(0, D, 2) / D)
+        angle = np.arange(T)[:, None] * theta[None, :]
+        cos, sin = np.cos(angle), np.sin(angle)
+        dy_even, dy_odd = dy[..., 0::2], dy[..., 1::2]
+        dx = np.empty_like(dy)
+        # in the forward pass this was: y_even = x_even cos - x_odd sin, y_odd = x_even sin + x_odd cos
+        dx[..., 0::2] = dy_even * cos + dy_odd * sin
+        dx[..., 1::2] = -dy_even * sin + dy_odd * cos
+        return dx
+
+    @staticmethod
+    def rope_attention(q, k, v):
+        """q, k, v (..., T, D) -> out (..., T, D): attention with RoPE on q and k (never on v)."""
+        q, k = _Solutions.rope_forward(q), _Solutions.rope_forward(k)    # the same rotation for both
+        scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])          # (..., T, T)
+        scores = scores - scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights = weights / weights.sum(axis=-1, keepdims=True)
+        return weights @ v
 
     @staticmethod
     def coral_backward(xs, xt):
@@ -234,39 +285,6 @@ class _Solutions:
 
 
 solutions = _Solutions()
-
-
-def solutions_requested():
-    """True when the environment variable NT_SOLUTIONS is "1" (teachers, and the notebook tests)."""
-    return os.environ.get(SOLUTIONS_ENV, "").strip() == "1"
-
-
-def use_solution_if_requested(fn, name=None):
-    """Return the reference solution in place of ``fn`` when NT_SOLUTIONS=1, else ``fn`` itself.
-
-    The solution is looked up by the function's name (or ``name``), so a
-    notebook writes ``softmax_backward = exercises.use_solution_if_requested(softmax_backward)``
-    right after the stub, and runs top to bottom with the solutions filled in.
-    """
-    if not solutions_requested():
-        return fn
-    name = name or getattr(fn, "__name__", None)
-    if name not in _EXERCISES:
-        raise ValueError(f"{SOLUTIONS_ENV}=1, but there is no reference solution called {name!r}; "
-                         f"the solutions are {sorted(_EXERCISES)}")
-    print(f"({SOLUTIONS_ENV}=1: using the reference solution exercises.solutions.{name})")
-    return getattr(solutions, name)
-
-
-def assert_if_solutions(result):
-    """Under NT_SOLUTIONS=1, fail loudly when a check did not pass; otherwise do nothing.
-
-    A student's notebook must run to the end whatever state their answers are
-    in, but a test run with the solutions filled in must fail if a check (or a
-    solution) is broken.
-    """
-    if solutions_requested() and not result.ok:
-        raise AssertionError(f"{SOLUTIONS_ENV}=1, yet the check did not pass:\n{result.message}")
 
 
 def show_solution(name):
@@ -690,6 +708,84 @@ def _mistake_top_p_ascending(probs, p):
 
 def _mistake_top_p_sorted_order(probs, p):
     return -np.sort(-solutions.top_p_filter(probs, p), axis=-1)
+# ---- RoPE (the long-text chapter) ----------------------------------------- #
+
+def _rope_variant(x, layout="pairs", exponent=2.0, sign=1.0, first_position=0):
+    """RoPE with one slip: pairs (i, i + D/2) ("halves"), the exponent's 2i scaled, the angle's sign, positions."""
+    T, D = x.shape[-2:]
+    i = np.arange(D // 2)
+    theta = 10000.0 ** (-exponent * i / D)
+    angle = sign * np.arange(first_position, first_position + T)[:, None] * theta[None, :]
+    cos, sin = np.cos(angle), np.sin(angle)
+    first, second = (x[..., 0::2], x[..., 1::2]) if layout == "pairs" else (x[..., :D // 2], x[..., D // 2:])
+    y = np.empty_like(x)
+    a, b = first * cos - second * sin, first * sin + second * cos
+    if layout == "pairs":
+        y[..., 0::2], y[..., 1::2] = a, b
+    else:
+        y[..., :D // 2], y[..., D // 2:] = a, b
+    return y
+
+
+def _mistake_rope_halves(x):
+    return _rope_variant(x, layout="halves")
+
+
+def _mistake_rope_exponent_halved(x):
+    return _rope_variant(x, exponent=1.0)
+
+
+def _mistake_rope_exponent_doubled(x):
+    return _rope_variant(x, exponent=4.0)
+
+
+def _mistake_rope_clockwise(x):
+    return _rope_variant(x, sign=-1.0)
+
+
+def _mistake_rope_positions_from_one(x):
+    return _rope_variant(x, first_position=1)
+
+
+def _mistake_rope_backward_same_sign(dy):
+    return _rope_variant(dy)                                   # the forward rotation again, R instead of R^T
+
+
+def _mistake_rope_backward_halves(dy):
+    return _rope_variant(dy, layout="halves", sign=-1.0)
+
+
+def _mistake_rope_backward_identity(dy):
+    return dy.copy()
+
+
+def _mistake_rope_backward_exponent_halved(dy):
+    return _rope_variant(dy, exponent=1.0, sign=-1.0)
+
+
+def _rope_attention_with(q, k, v):
+    scores = q @ k.swapaxes(-1, -2) / np.sqrt(q.shape[-1])
+    return _softmax_last(scores) @ v
+
+
+def _mistake_rope_attention_rotated_v(q, k, v):
+    return _rope_attention_with(_rope_variant(q), _rope_variant(k), _rope_variant(v))
+
+
+def _mistake_rope_attention_mixed_pairs(q, k, v):
+    return _rope_attention_with(_rope_variant(q), _rope_variant(k, layout="halves"), v)
+
+
+def _mistake_rope_attention_only_q(q, k, v):
+    return _rope_attention_with(_rope_variant(q), k, v)
+
+
+def _mistake_rope_attention_no_rope(q, k, v):
+    return _rope_attention_with(q, k, v)
+
+
+def _mistake_rope_attention_no_scale(q, k, v):
+    return _softmax_last(_rope_variant(q) @ _rope_variant(k).swapaxes(-1, -2)) @ v
 
 
 # --------------------------------------------------------------------------- #
@@ -913,62 +1009,84 @@ def _worst_element(ex, case, wrong, outs, grads, right):
     return lines
 
 
+def _case_points(ex):
+    """What one test case is worth: a point for running cleanly with the right shapes, one per right output."""
+    return 1 + len(ex.outputs)
+
+
 def _run_case(fn, ex, case):
-    """Run one case: returns (None, worst error) if it passes, else (CheckResult, None)."""
+    """Run one case: returns (failure or None, worst error when it passes, points scored).
+
+    The points (see `_case_points`): one when the function runs, leaves its inputs alone and
+    returns arrays of the right number and shapes; one for each output whose values are right
+    (right shape, finite, and within tolerance), whatever the other outputs hold.
+    """
     args = _copies(case.args)
     try:
         result = _quietly(fn, *args)
     except NotImplementedError:
         return CheckResult(False, f"○ Not implemented yet: {ex.name} still raises NotImplementedError. Replace "
                                   "`raise NotImplementedError` with your code, run that cell, then run the check "
-                                  "again.", "not_implemented"), None
+                                  "again.", "not_implemented"), None, 0
     except Exception as exc:
         where = _student_line(exc)
         hints = [hint for needle, hint in ex.error_hints + _COMMON_ERROR_HINTS if needle in str(exc)]
         return _fail("error", [f"{ex.name} raised an error on {case.label}:", f"    {type(exc).__name__}: {exc}",
                                f"(in your {where})" if where else "",
-                               *(f"Hint: {h}" for h in hints[:2]), case.hint]), None
+                               *(f"Hint: {h}" for h in hints[:2]), case.hint]), None, 0
+    modified = None
     for name, before, after in zip(ex.arg_names, case.args, args):
         if isinstance(before, np.ndarray) and not np.array_equal(before, after, equal_nan=True):
-            return _fail("modified_input", [f"{ex.name} changed its input {name} in place (on {case.label}).",
-                                            f"Compute new arrays instead (`a = a - b`, not `a -= b`): a caller may "
-                                            f"still need {name}, and in a network with residual connections the "
-                                            "same gradient array feeds two branches."]), None
+            modified = _fail("modified_input", [f"{ex.name} changed its input {name} in place (on {case.label}).",
+                                                f"Compute new arrays instead (`a = a - b`, not `a -= b`): a caller "
+                                                f"may still need {name}, and in a network with residual connections "
+                                                "the same gradient array feeds two branches."])
+            break
     outs = _unpack(ex, case, result)
     if isinstance(outs, CheckResult):
-        return outs, None
+        return modified or outs, None, 0
     if ex.normalize is not None:
         outs = ex.normalize(outs, case)
-    variants = _Variants(ex, case)
-    for i, (got, exp) in enumerate(zip(outs, case.expected)):
-        if got.shape != exp.shape:
-            return _shape_problem(ex, case, i, got, variants), None
+    n = len(outs)
+    shaped = [got.shape == exp.shape for got, exp in zip(outs, case.expected)]
+    finite = [ok and bool(np.isfinite(got).all()) for ok, got in zip(shaped, outs)]
 
-    bad = [i for i, got in enumerate(outs) if not np.isfinite(got).all()]
+    # Which outputs hold the right values. An output with a wrong shape or NaN counts as wrong, and the
+    # reference stands in for it in the gradient check, so that the other outputs are still judged.
+    usable = tuple(got if ok else exp for got, exp, ok in zip(outs, case.expected, finite))
+    grads = None
+    if case.gradients is not None:
+        grads = case.gradients(usable)
+        errors = [r.max_rel_error for r in grads]
+        wrong = [i for i, r in enumerate(grads) if not r.ok or not finite[i]]
+    else:
+        errors = [float(np.abs(got.astype(np.float64) - exp).max()) if exp.size else 0.0
+                  for got, exp in zip(usable, case.expected)]
+        scales = [1.0 + float(np.abs(exp).max()) if exp.size else 1.0 for exp in case.expected]
+        tols = [(1e-8 if got.dtype.itemsize >= 8 else 1e-5) * s for got, s in zip(usable, scales)]
+        wrong = [i for i, (e, t) in enumerate(zip(errors, tols)) if e > t or not finite[i]]
+    points = (modified is None and all(shaped)) + (n - len(wrong))
+    if modified is not None:
+        return modified, None, points
+
+    variants = _Variants(ex, case)
+    for i, (got, ok) in enumerate(zip(outs, shaped)):
+        if not ok:
+            return _shape_problem(ex, case, i, got, variants), None, points
+
+    bad = [i for i in range(n) if not finite[i]]
     if bad:
         found = [(ex.outputs[i], m) for i in bad if (m := variants.match(i, outs[i])) is not None]
         if len(found) == len(bad):
-            return _fail("mistake", _mistake_report(ex, case, found, []), _keys(found)), None
+            return _fail("mistake", _mistake_report(ex, case, found, []), _keys(found)), None, points
         i = bad[0]
         index = tuple(int(n) for n in np.argwhere(~np.isfinite(outs[i]))[0])
         return _fail("not_finite", [f"{ex.outputs[i]} contains NaN or inf, first at index {index} (on {case.label}).",
                                     case.nan_hint or "NaN comes from 0/0, inf - inf or inf/inf; inf from exp of "
-                                    "a large number or a division by 0.", case.hint]), None
+                                    "a large number or a division by 0.", case.hint]), None, points
 
-    grads = None
-    if case.gradients is not None:
-        grads = case.gradients(outs)
-        errors = [r.max_rel_error for r in grads]
-        wrong = [i for i, r in enumerate(grads) if not r.ok]
-    else:
-        errors = [float(np.abs(got.astype(np.float64) - exp).max()) if exp.size else 0.0
-                  for got, exp in zip(outs, case.expected)]
-        scales = [1.0 + float(np.abs(exp).max()) if exp.size else 1.0 for exp in case.expected]
-        tols = [(1e-8 if got.dtype.itemsize >= 8 else 1e-5) * s for got, s in zip(outs, scales)]
-        wrong = [i for i, (e, t) in enumerate(zip(errors, tols)) if e > t]
     if not wrong:
-        return None, max(errors)
-
+        return None, max(errors), points
     right = [name for i, name in enumerate(ex.outputs) if i not in wrong]
     found = [(ex.outputs[i], m) for i in wrong if (m := variants.match(i, outs[i])) is not None]
     unexplained = [i for i in wrong if ex.outputs[i] not in {name for name, _ in found}]
@@ -976,21 +1094,36 @@ def _run_case(fn, ex, case):
         lines = _mistake_report(ex, case, found, [] if unexplained else right)
         if unexplained:
             lines += _worst_element(ex, case, unexplained, outs, grads, right)
-        return _fail("mistake", lines, _keys(found)), None
-    return _fail("wrong_value", _worst_element(ex, case, wrong, outs, grads, right)), None
+        return _fail("mistake", lines, _keys(found)), None, points
+    return _fail("wrong_value", _worst_element(ex, case, wrong, outs, grads, right)), None, points
+
+
+def _score_line(points, max_points):
+    return f"Score: {points} of {max_points} points (per test case, one for running with the right shapes " \
+           "and one for each right output)."
 
 
 def _run_check(fn, ex):
-    if not callable(fn):
-        return _fail("not_callable", [f"Pass the function itself: check_{ex.name}({ex.name}), without calling it "
-                                      f"(got a {type(fn).__name__})."])
+    """Run every case; the verdict is the first failing case's, the score counts every case's points."""
     cases = ex.cases()
-    worst = 0.0
+    max_points = len(cases) * _case_points(ex)
+    if not callable(fn):
+        return dataclasses.replace(
+            _fail("not_callable", [f"Pass the function itself: check_{ex.name}({ex.name}), without calling it "
+                                   f"(got a {type(fn).__name__})."]), max_points=max_points)
+    worst, points, first_failure = 0.0, 0, None
     for case in cases:
-        failure, error = _run_case(fn, ex, case)
+        failure, error, case_points = _run_case(fn, ex, case)
+        points += case_points
         if failure is not None:
-            return failure
-        worst = max(worst, error)
+            first_failure = first_failure or failure
+        else:
+            worst = max(worst, error)
+    if first_failure is not None:
+        message = first_failure.message
+        if first_failure.kind != "not_implemented":
+            message += "\n  " + _score_line(points, max_points)
+        return dataclasses.replace(first_failure, message=message, points=points, max_points=max_points)
     if ex.is_backward:
         how = "agrees with the numerical gradient" if all(case.gradients is not None for case in cases) else \
               "agrees with the numerical gradient and the reference"
@@ -999,7 +1132,8 @@ def _run_check(fn, ex):
         how, measure = "agrees with the reference", f"largest difference {worst:.1e}"
     labels = "; ".join(case.label for case in cases)
     return CheckResult(True, f"✓ Correct: {ex.name} {how} on all {len(cases)} test cases; {measure}.\n"
-                             f"  (Tested on {labels}.)", "correct")
+                             f"  (Tested on {labels}.)\n  {_score_line(points, max_points)}", "correct",
+                       points=points, max_points=max_points)
 
 
 def _check(name, fn, verbose):
@@ -1205,6 +1339,33 @@ def _positional_encoding_cases():
               hint="With an odd D there is one more sine column than cosine columns: the last column, 2i = D - 1, "
                    "is a sine with no cosine partner, so the cosines take angle[:, :D // 2]."),
     ]
+
+
+def _rope_cases(kind):
+    cases = []
+    for seed, shape, label in ((60, (6, 8), "x (6, 8): T = 6 positions, D = 8"),
+                               (61, (2, 3, 5, 4), "x (2, 3, 5, 4): batch and heads in front, T = 5, D = 4")):
+        rng = np.random.default_rng(seed)
+        x = rng.normal(size=shape)
+        hint = "" if len(shape) == 2 else "Only the last two axes are (T, D): rotate every row of every head alike."
+        if kind == "forward":
+            cases.append(_Case(label, (x,), (F.rope(x)[0],), None, hint))
+        else:
+            dy = rng.normal(size=shape)
+            grads = _gradients(lambda x: F.rope(x)[0], {"x": x.copy()}, dy, ("x",))
+            cases.append(_Case(label.replace("x (", "dy ("), (dy,), (F.rope_backward(dy, F.rope(x)[1]),), grads,
+                               hint))
+    return cases
+
+
+def _rope_attention_cases():
+    cases = []
+    for seed, shape, label in ((62, (6, 8), "q, k, v (6, 8)"), (63, (2, 5, 4), "q, k, v (2, 5, 4)")):
+        rng = np.random.default_rng(seed)
+        q, k, v = (rng.normal(size=shape) for _ in range(3))
+        out, _, _ = F.scaled_dot_product_attention(F.rope(q)[0], F.rope(k)[0], v)
+        cases.append(_Case(label, (q, k, v), (out,)))
+    return cases
 
 
 # --------------------------------------------------------------------------- #
@@ -1554,6 +1715,65 @@ _EXERCISES = {ex.name: ex for ex in (
         ),
         shape_notes={"kept": "kept is shaped like probs: one probability per token of the vocabulary."},
     ),
+    _Exercise(
+        "rope_forward", ("x",), ("y",), lambda: _rope_cases("forward"),
+        (
+            _Mistake("halves", "paired feature i with i + D/2 (GPT-NeoX's layout) instead of the neighbours "
+                               "(2i, 2i + 1)",
+                     "Both layouts are RoPE if q and k use the same one, but mixing them (your q, a library's k) "
+                     "breaks the offset property. This exercise and functional.rope pair x[..., 0::2] with "
+                     "x[..., 1::2].", _mistake_rope_halves),
+            _Mistake("exponent_halved", "used i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "θ_i = 10000^(−2i/D) with i the pair index: the exponent runs over np.arange(0, D, 2) / D.",
+                     _mistake_rope_exponent_halved),
+            _Mistake("exponent_doubled", "used 4i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "np.arange(0, D, 2) already holds 2i: do not multiply it by 2 again.",
+                     _mistake_rope_exponent_doubled),
+            _Mistake("clockwise", "turned each pair by −tθ (the sine's sign is flipped)",
+                     "A rotation by +a: (x, y) -> (x cos a − y sin a, x sin a + y cos a).", _mistake_rope_clockwise),
+            _Mistake("positions_from_one", "counted positions from 1",
+                     "Position 0 is not rotated at all: angles np.arange(T) * θ.", _mistake_rope_positions_from_one),
+        ),
+        shape_notes={"y": "RoPE only turns pairs of features: y has the shape of x."},
+    ),
+    _Exercise(
+        "rope_backward", ("dy",), ("dx",), lambda: _rope_cases("backward"),
+        (
+            _Mistake("same_sign", "applied the forward rotation again: the wrong sign in the backward",
+                     "dx = R^T dy, and the transpose of a rotation by a is the rotation by −a: flip the sign "
+                     "of the sine terms.", _mistake_rope_backward_same_sign),
+            _Mistake("halves", "paired feature i with i + D/2 in the backward",
+                     "The backward must undo exactly the forward's pairs, (2i, 2i + 1).",
+                     _mistake_rope_backward_halves),
+            _Mistake("identity", "returned dy unchanged, as if the rotation had no gradient",
+                     "y = R x, so dx = R^T dy: the gradient turns back by the same angles.",
+                     _mistake_rope_backward_identity),
+            _Mistake("exponent_halved", "used i instead of 2i in the frequency exponent (off by a factor 2)",
+                     "The backward's angles are the forward's: θ_i = 10000^(−2i/D).",
+                     _mistake_rope_backward_exponent_halved),
+        ),
+        shape_notes={"dx": f"{_GRADIENT_SHAPE}: dx is shaped like x (and dy)."},
+    ),
+    _Exercise(
+        "rope_attention", ("q", "k", "v"), ("out",), _rope_attention_cases,
+        (
+            _Mistake("rotated_v", "rotated v too",
+                     "RoPE encodes positions in the scores q·k only; the values carry content and are "
+                     "averaged as they are.", _mistake_rope_attention_rotated_v),
+            _Mistake("mixed_pairs", "used pairs (2i, 2i + 1) for q but (i, i + D/2) for k",
+                     "q and k must be rotated the same way, or q_m · k_n no longer depends only on n − m.",
+                     _mistake_rope_attention_mixed_pairs),
+            _Mistake("only_q", "rotated q but not k",
+                     "Rotate both: (R_m q) · (R_n k) = q · R_{n−m} k is what makes the score relative.",
+                     _mistake_rope_attention_only_q),
+            _Mistake("no_rope", "left q and k unrotated (plain attention)",
+                     "Apply your rope_forward to q and to k before the scores.", _mistake_rope_attention_no_rope),
+            _Mistake("forgot_scale", "forgot the 1/√D scale of the scores",
+                     "scores = rope(q) @ rope(k)^T / sqrt(D), as in every attention.",
+                     _mistake_rope_attention_no_scale),
+        ),
+        shape_notes={"out": "One output row per query, as wide as v: (..., T, D)."},
+    ),
 )}
 
 
@@ -1594,6 +1814,21 @@ def check_layernorm_backward(fn, verbose=True):
 def check_cross_entropy_backward(fn, verbose=True):
     """Check ``cross_entropy_backward(logits, targets) -> dlogits`` (of the mean loss) against numerical gradients."""
     return _check("cross_entropy_backward", fn, verbose)
+
+
+def check_rope_forward(fn, verbose=True):
+    """Check ``rope_forward(x) -> y`` (pairs (2i, 2i+1), θ_i = 10000^(−2i/D)) against `functional.rope`."""
+    return _check("rope_forward", fn, verbose)
+
+
+def check_rope_backward(fn, verbose=True):
+    """Check ``rope_backward(dy) -> dx`` against numerical gradients of `functional.rope`."""
+    return _check("rope_backward", fn, verbose)
+
+
+def check_rope_attention(fn, verbose=True):
+    """Check ``rope_attention(q, k, v) -> out`` against attention on `functional.rope`'s q and k."""
+    return _check("rope_attention", fn, verbose)
 
 
 def check_positional_encoding(fn, verbose=True):

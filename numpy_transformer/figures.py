@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FIGURE_NAMES", "DEFAULT_CHECKPOINT", "make_all"]
+__all__ = ["FIGURE_NAMES", "DEFAULT_CHECKPOINT", "make_all", "model_name"]
 
 FIGURE_NAMES = (
     "pe_comparison.png",
@@ -182,25 +182,34 @@ def _seed_attention(out_dir: Path, model, tok) -> list[Path]:
     return paths
 
 
-def _evaluation(out_dir: Path, model, tok, history, test) -> list[Path]:
+def model_name(model, source: str) -> str:
+    """A short description of which model a figure shows, e.g. "classifier_small.npz (D=64, 2 layers, [CLS])"."""
+    c = model.config
+    pooling = "[CLS]" if c.get("pooling") == "cls" else "mean pooling"
+    return f"{source} (D={c['d_model']}, {c['n_layers']} layers, {c['n_heads']} heads, {pooling})"
+
+
+def _evaluation(out_dir: Path, model, tok, history, test, source: str = "") -> list[Path]:
     from . import viz
     from .data import LABEL_NAMES
     from .metrics import roc_curve
     from .train import evaluate
 
+    name = model_name(model, source or "model")
     fig = viz.training_curves(history)
     epochs = len(history.get("epoch", [])) or len(history.get("train_loss", []))
     why = history.get("stopped_because")
-    fig.suptitle(f"Training history, {epochs} epoch{'s' if epochs != 1 else ''} (values per epoch)"
-                 + (f"; stopped: {why}" if why else ""))
+    fig.suptitle(f"Training history of {name}, {epochs} epoch{'s' if epochs != 1 else ''}"
+                 + (f"\nstopped: {why}" if why else ""), fontsize=10)
     paths = [_save(fig, out_dir / "training_curves.png")]
     result = evaluate(model, test, tok, max_len=model.config["max_len"])
     fpr, tpr, _ = roc_curve(test.labels, result["probs"][:, 1])
     fig = viz.roc_plot(fpr, tpr, auc=result["auc"])
-    fig.axes[0].set_title(f"test split, {len(test)} reviews")
+    fig.axes[0].set_title(f"{name}\ntest split, {len(test)} reviews", fontsize=10)
     paths.append(_save(fig, out_dir / "roc_test.png"))
     fig = viz.confusion_plot(np.array(result["confusion"]), LABEL_NAMES)
-    fig.axes[0].set_title(f"test split, {len(test)} reviews; the positive class is {LABEL_NAMES[1]!r}", fontsize=10)
+    fig.axes[0].set_title(f"{name}\ntest split, {len(test)} reviews; the positive class is {LABEL_NAMES[1]!r}",
+                          fontsize=10)
     paths.append(_save(fig, out_dir / "confusion_test.png"))
     return paths
 
@@ -224,9 +233,12 @@ def make_all(out_dir: Path, quick: bool = False, checkpoint: Path | None = None)
     viz.use_cjk_font()
     if quick:
         model, tok, history, test = _quick_model()
+        source = "a tiny quick model"
     else:
-        model, tok, history, test = _trained_model(Path(checkpoint or DEFAULT_CHECKPOINT))
+        path = Path(checkpoint or DEFAULT_CHECKPOINT)
+        model, tok, history, test = _trained_model(path)
+        source = path.name
     paths = (_positional_encoding(out_dir) + _masks(out_dir) + _toy_attention(out_dir)
-             + _seed_attention(out_dir, model, tok) + _evaluation(out_dir, model, tok, history, test))
+             + _seed_attention(out_dir, model, tok) + _evaluation(out_dir, model, tok, history, test, source))
     by_name = {p.name: p for p in paths}
     return [by_name[name] for name in FIGURE_NAMES]

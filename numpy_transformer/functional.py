@@ -412,6 +412,129 @@ def seed_positional_encoding(T, D, dtype=np.float32):
 
 
 # --------------------------------------------------------------------------- #
+# Relative positions inside attention: RoPE and ALiBi (long text, seed §3.3)
+# --------------------------------------------------------------------------- #
+
+def rope_frequencies(Dh, base=10000.0):
+    r"""The rotation speed of each feature pair of RoPE: :math:`\theta_i = \mathrm{base}^{-2i/D_h}`.
+
+    One frequency per pair ``(2i, 2i+1)``, ``i = 0 .. floor(Dh/2) - 1``: the
+    same geometric ladder as the sinusoidal encoding (Vaswani §3.5), from one
+    radian per position down to about 1/base. Returns: theta (floor(Dh/2),) float64.
+    """
+    if Dh < 1:
+        raise ValueError(f"Dh: expected a positive head width, got {Dh}")
+    two_i = np.arange(0, Dh - 1, 2, dtype=np.float64)                 # (Dh // 2,) = 2i
+    return base ** (-two_i / Dh)
+
+
+def rope(x, positions=None, base=10000.0):
+    r"""Rotary position embedding (RoPE, Su et al. 2021): turn each feature pair by an angle ∝ the position.
+
+    .. math::
+        \begin{pmatrix} y_{t,2i} \\ y_{t,2i+1} \end{pmatrix} =
+        \begin{pmatrix} \cos t\theta_i & -\sin t\theta_i \\ \sin t\theta_i & \cos t\theta_i \end{pmatrix}
+        \begin{pmatrix} x_{t,2i} \\ x_{t,2i+1} \end{pmatrix},
+        \qquad \theta_i = \mathrm{base}^{-2i/D_h}
+
+    Applied to the queries and the keys (never to the values) of every head,
+    after the projections. Why it works: a rotation by :math:`a` followed by
+    the transpose of a rotation by :math:`b` is a rotation by :math:`a - b`,
+    so :math:`(R_m q)\cdot(R_n k) = q \cdot R_{n-m} k`: the score depends on
+    the two positions only through their *offset*. Nothing is added to the
+    token embedding and there are no parameters.
+
+    RoPE needs *pairs* of features, so ``Dh`` should be even; with an odd
+    ``Dh`` the last feature has no partner and passes through unrotated (the
+    offset property still holds: that feature's product ignores positions).
+    Pairs are the neighbours (2i, 2i+1), as in the paper; GPT-NeoX and
+    LLaMA's code pair (i, i + Dh/2) instead. Either works if q and k use the
+    same one; mixing them breaks the offset property (notebook 14's exercise).
+
+    Args: x (..., T, Dh); positions (T,) integers, default 0 .. T-1 (a key/value
+    cache passes later positions); base.  Returns: y (..., T, Dh); cache = (cos, sin).
+    """
+    _check_float("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected at least 2 dimensions (..., T, Dh), got shape {tuple(x.shape)}")
+    xp = get_array_module(x)
+    T, Dh = x.shape[-2], x.shape[-1]
+    pos = np.arange(T, dtype=np.float64) if positions is None else np.asarray(positions, dtype=np.float64)
+    if pos.shape != (T,):
+        raise ValueError(f"positions: expected shape ({T},), one position per row of x, got {pos.shape}")
+    angle = pos[:, None] * rope_frequencies(Dh, base)[None, :]        # (T, Dh // 2): t * theta_i, on the CPU
+    cos = xp.asarray(np.cos(angle).astype(x.dtype))                   # (T, Dh // 2)
+    sin = xp.asarray(np.sin(angle).astype(x.dtype))
+    x_even, x_odd = x[..., 0:2 * (Dh // 2):2], x[..., 1::2]            # (..., T, Dh // 2) each
+    y = x.copy()                                                       # an odd Dh keeps its last feature
+    y[..., 0:2 * (Dh // 2):2] = x_even * cos - x_odd * sin
+    y[..., 1::2] = x_even * sin + x_odd * cos
+    return y, (cos, sin)
+
+
+def rope_backward(dy, cache):
+    r"""The gradient of a rotation is the inverse rotation: :math:`dx = R^\top dy = R(-t\theta)\, dy`.
+
+    A rotation matrix is orthogonal, so its transpose is its inverse: the
+    same pairs turned by the opposite angle (``sin`` changes sign).
+    Returns dx (..., T, Dh).
+    """
+    cos, sin = cache
+    Dh = dy.shape[-1]
+    dy_even, dy_odd = dy[..., 0:2 * (Dh // 2):2], dy[..., 1::2]
+    dx = dy.copy()
+    # in the forward pass this was: y_even = x_even cos - x_odd sin,  y_odd = x_even sin + x_odd cos
+    dx[..., 0:2 * (Dh // 2):2] = dy_even * cos + dy_odd * sin
+    dx[..., 1::2] = -dy_even * sin + dy_odd * cos
+    return dx
+
+
+def alibi_slopes(H):
+    r"""ALiBi's per-head slopes (Press et al. 2022, §3): a geometric sequence, no parameters.
+
+    For ``H`` a power of two: :math:`m_h = 2^{-8h/H}`, ``h = 1 .. H`` (for 8
+    heads: 1/2, 1/4, ..., 1/256). For other ``H`` the paper takes the slopes
+    of the largest power of two ``n < H`` and adds every other slope of
+    ``2n`` heads. Each head so looks at its own distance scale: large slopes
+    give very local heads, small ones nearly global heads.
+    Returns: m (H,) float64.
+    """
+    if isinstance(H, bool) or not isinstance(H, (int, np.integer)) or H < 1:
+        raise ValueError(f"H: expected a positive number of heads, got {H!r}")
+
+    def power_of_two(n):
+        return 2.0 ** (-8.0 * np.arange(1, n + 1) / n)
+
+    n = 2 ** int(math.floor(math.log2(H)))
+    if n == H:
+        return power_of_two(H)
+    return np.concatenate([power_of_two(n), power_of_two(2 * n)[0::2][:H - n]])
+
+
+def alibi_bias(H, Tq, Tk=None, dtype=np.float32):
+    r"""ALiBi's bias table: :math:`b_{h,i,j} = -m_h\,|i - j|`, added to the attention scores.
+
+    .. math:: \mathrm{softmax}\!\big(q_i K^\top / \sqrt{d_k} - m_h\,|i - \cdot|\big)
+
+    Press et al. define it for a causal model, :math:`-m_h (i - j)` for keys
+    :math:`j \le i` (the causal mask hides the others). For the encoder, whose
+    queries also read later keys, we use the symmetric distance
+    :math:`|i - j|` (our choice; on the causal part it is the paper's bias).
+    One consequence to know: with a symmetric bias and no other position
+    signal, an encoder sees a sequence and its mirror image alike (a [CLS]
+    token at position 0 breaks the tie).
+    Queries are the *last* Tq positions of Tk (as with a key/value cache).
+    Returns: bias (H, Tq, Tk), computed on the CPU (a constant table).
+    """
+    Tk = Tq if Tk is None else Tk
+    if Tq < 1 or Tk < Tq:
+        raise ValueError(f"Tq, Tk: expected 1 <= Tq <= Tk, got Tq={Tq}, Tk={Tk}")
+    i = np.arange(Tk - Tq, Tk, dtype=np.float64)[:, None]                # (Tq, 1) query positions
+    j = np.arange(Tk, dtype=np.float64)[None, :]                         # (1, Tk) key positions
+    return (-alibi_slopes(H)[:, None, None] * np.abs(i - j)).astype(dtype)   # (H, Tq, Tk)
+
+
+# --------------------------------------------------------------------------- #
 # Masks: boolean, True = "may attend". Combine with &.
 # --------------------------------------------------------------------------- #
 
@@ -419,6 +542,30 @@ def causal_mask(Tq, Tk=None):
     """(Tq, Tk) boolean lower-triangular mask: query t may attend to keys <= t."""
     Tk = Tq if Tk is None else Tk
     return np.tril(np.ones((Tq, Tk), dtype=bool))
+
+
+def local_attention_mask(T, window, causal=False, n_global=0):
+    r"""(T, T) boolean band mask of sliding-window attention, with optional global tokens (long text).
+
+    .. math::
+        M_{ij} = \big[\,|i-j| \le w\,\big] \ \text{(encoder)}, \qquad
+        M_{ij} = \big[\,0 \le i-j \le w\,\big] \ \text{(causal)}, \qquad
+        \text{or } i < g \text{ or } j < g
+
+    Each query sees the ``window`` keys before it (and after it, for the
+    encoder) and itself; the first ``n_global`` positions (a [CLS] token) see
+    and are seen by everyone, as in Longformer (Beltagy et al. 2020) -- in a
+    causal model still only looking back. Combine with other masks by ``&``.
+    With this mask the full attention is local but still costs T²;
+    `local_attention.local_attention` skips the blocks the band leaves out.
+    """
+    if T < 1 or window < 0 or not 0 <= n_global <= T:
+        raise ValueError(f"T, window, n_global: expected T >= 1, window >= 0 and 0 <= n_global <= T, "
+                         f"got T={T}, window={window}, n_global={n_global}")
+    offset = np.arange(T)[:, None] - np.arange(T)[None, :]               # (T, T): i - j
+    band = (offset >= 0) & (offset <= window) if causal else np.abs(offset) <= window
+    glob = (np.arange(T)[:, None] < n_global) | (np.arange(T)[None, :] < n_global)
+    return band | (glob & (offset >= 0) if causal else glob)
 
 
 def padding_mask(valid):
@@ -436,7 +583,7 @@ def padding_mask(valid):
 # Scaled dot-product attention (seed §1.3, §4.1 item 3; Vaswani et al. 2017 eq. 1)
 # --------------------------------------------------------------------------- #
 
-def _check_attention_inputs(q, k, v, mask):
+def _check_attention_inputs(q, k, v, mask, bias=None):
     for name, a in (("q", q), ("k", k), ("v", v)):
         _check_float(name, a)
         if a.ndim < 2:
@@ -468,9 +615,18 @@ def _check_attention_inputs(q, k, v, mask):
         if not ok:
             raise ValueError(f"mask: expected a shape that broadcasts to the scores {scores_shape}, "
                              f"got {tuple(mask.shape)}")
+    if bias is not None:
+        _check_float("bias", bias)
+        try:
+            ok = np.broadcast_shapes(bias.shape, scores_shape) == scores_shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"bias: expected a shape that broadcasts to the scores {scores_shape}, "
+                             f"got {tuple(bias.shape)}")
 
 
-def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True):
+def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, rng=None, training=True, bias=None):
     r"""Attention: every query takes a weighted average of the values.
 
     .. math::
@@ -480,6 +636,8 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, rng=None, tr
        Dividing by ``sqrt(d_k)`` keeps the scores' variance near 1 whatever the
        width; without it the softmax saturates and its gradient vanishes.
     2. Masked positions (``mask == False``) get ``MASK_FILL`` so their weight is 0.
+       An optional additive ``bias`` (ALiBi's :math:`-m_h|i-j|`, see `alibi_bias`)
+       is added to the scores first; it is a constant, so backward is unchanged.
     3. ``weights = softmax(scores)``: each row is a probability distribution
        over the Tk keys (the article's printed "weights", W2, are not).
     4. A query row with *nothing* it may attend to gets all-zero weights (and
@@ -494,14 +652,17 @@ def scaled_dot_product_attention(q, k, v, mask=None, dropout_p=0.0, rng=None, tr
     Args: q (..., Tq, Dh); k (..., Tk, Dh); v (..., Tk, Dv); the leading
     dimensions (batch, heads) broadcast. mask: boolean, broadcastable to
     (..., Tq, Tk), True = may attend. dropout_p, rng, training: as `dropout`,
-    for step 5 (off by default).
+    for step 5 (off by default). bias: None or floats broadcastable to
+    (..., Tq, Tk), added to the scores (step 2).
     Returns: out (..., Tq, Dv); weights (..., Tq, Tk) for plotting (before
     dropout); cache.
     """
-    _check_attention_inputs(q, k, v, mask)
+    _check_attention_inputs(q, k, v, mask, bias)
     xp = get_array_module(q, k, v)
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = (q @ k.swapaxes(-1, -2)) * scale                # (..., Tq, Dh) @ (..., Dh, Tk) -> (..., Tq, Tk)
+    if bias is not None:
+        scores = scores + bias                               # (..., Tq, Tk) + (H, Tq, Tk), e.g. ALiBi
     if mask is not None:
         scores = xp.where(mask, scores, MASK_FILL)
     weights, _ = softmax(scores, axis=-1)                    # (..., Tq, Tk), rows sum to 1

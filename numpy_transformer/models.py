@@ -74,17 +74,36 @@ class _TransformerBase(Module):
     """What both models share: embedding, positional encoding, dropout, encoder; config round trip."""
 
     def _build_trunk(self, vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                     activation, scale_embeddings, rng, dtype, attention_dropout=0.0):
+                     activation, scale_embeddings, rng, dtype, attention_dropout=0.0, attention_options=None):
         self.vocab_size, self.d_model, self.max_len = vocab_size, d_model, max_len
         self.scale_embeddings = scale_embeddings
         self.embed = Embedding(vocab_size, d_model, rng=rng, dtype=dtype)
         self.pos = PositionalEncoding(max_len, d_model, kind=pos_encoding, rng=rng, dtype=dtype)
         self.drop = Dropout(dropout, rng)
+        options = dict(attention_options or {})
+        if pos_encoding in PositionalEncoding.RELATIVE:      # RoPE, ALiBi: positions inside every attention layer
+            options["position"] = pos_encoding
         self.encoder = TransformerEncoder(n_layers, d_model, n_heads, d_ff, dropout=dropout, norm=norm,
                                           activation=activation, attention_dropout=attention_dropout, rng=rng,
-                                          dtype=dtype)
+                                          dtype=dtype, attention_options=options)
         # sqrt(D) as a Python float: a NumPy float64 scalar would upcast float32 activations.
         self._embed_scale = math.sqrt(d_model) if scale_embeddings else 1.0
+
+    ATTENTIONS = ("full", "local")
+
+    def _local_options(self, attention, window, global_tokens, causal):
+        """Check the long-text options; save them in the config only when used (old checkpoints stay valid)."""
+        if attention not in self.ATTENTIONS:
+            raise ValueError(f"attention: expected one of {list(self.ATTENTIONS)}, got {attention!r}")
+        if attention == "full":
+            if window is not None or global_tokens:
+                raise ValueError(f"window, global_tokens: only for attention='local', got window={window!r}, "
+                                 f"global_tokens={global_tokens!r} with attention='full'")
+            return {}
+        if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+            raise ValueError(f"window: expected a positive integer with attention='local', got {window!r}")
+        self._config.update(attention="local", window=int(window), global_tokens=int(global_tokens))
+        return dict(local_window=int(window), local_causal=causal, global_tokens=int(global_tokens))
 
     def _xp(self):
         return get_array_module(self.embed.E.data)
@@ -158,7 +177,11 @@ class TransformerClassifier(_TransformerBase):
     Args: vocab_size V, num_classes C; d_model D, n_heads H, n_layers L, d_ff F;
     max_len (the longest T); dropout; attention_dropout (on the attention
     weights, default 0: off); norm "post" | "pre" | "parallel"
-    (errata E2); pos_encoding "sinusoidal" | "learned" | "seed" (E1);
+    (errata E2); pos_encoding "sinusoidal" | "learned" | "seed" (E1) |
+    "rope" | "alibi" (relative positions inside attention, the long-text chapter);
+    attention "full" | "local" with window (w keys on each side) and
+    global_tokens (the first n positions, e.g. [CLS], see and are seen by
+    all; Longformer-style), the long-text chapter;
     pooling; activation "relu" | "gelu"; scale_embeddings (multiply the
     embedding by sqrt(D) as in Vaswani §3.4); seed (one Generator for the
     initial weights and, afterwards, the dropout masks); dtype.
@@ -168,7 +191,8 @@ class TransformerClassifier(_TransformerBase):
 
     def __init__(self, vocab_size, num_classes, d_model=128, n_heads=4, n_layers=2, d_ff=512, max_len=128,
                  dropout=0.1, norm="pre", pos_encoding="sinusoidal", pooling="cls", activation="relu",
-                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0):
+                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0, attention="full",
+                 window=None, global_tokens=0):
         super().__init__()
         if pooling not in self.POOLINGS:
             raise ValueError(f"pooling: expected one of {list(self.POOLINGS)}, got {pooling!r}")
@@ -181,9 +205,10 @@ class TransformerClassifier(_TransformerBase):
                             dtype=np.dtype(dtype).name)
         if attention_dropout:           # saved only when used: older checkpoints and readers stay valid
             self._config["attention_dropout"] = float(attention_dropout)
+        local = self._local_options(attention, window, global_tokens, causal=False)
         rng = np.random.default_rng(seed)
         self._build_trunk(vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                          activation, scale_embeddings, rng, dtype, attention_dropout)
+                          activation, scale_embeddings, rng, dtype, attention_dropout, local)
         self.pooling = pooling
         self.num_classes = num_classes
         self.head = Linear(d_model, num_classes, rng=rng, dtype=dtype)
@@ -262,7 +287,8 @@ class TransformerLM(_TransformerBase):
 
     def __init__(self, vocab_size, d_model=128, n_heads=4, n_layers=2, d_ff=512, max_len=128, dropout=0.1,
                  norm="pre", pos_encoding="sinusoidal", tie_weights=True, activation="gelu",
-                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0):
+                 scale_embeddings=True, seed=0, dtype=np.float32, attention_dropout=0.0, attention="full",
+                 window=None, global_tokens=0):
         super().__init__()
         self._config = dict(vocab_size=int(vocab_size), d_model=int(d_model), n_heads=int(n_heads),
                             n_layers=int(n_layers), d_ff=int(d_ff), max_len=int(max_len), dropout=float(dropout),
@@ -271,9 +297,11 @@ class TransformerLM(_TransformerBase):
                             dtype=np.dtype(dtype).name)
         if attention_dropout:
             self._config["attention_dropout"] = float(attention_dropout)
+        local = self._local_options(attention, window, global_tokens, causal=True)
+        self._local = bool(local)
         rng = np.random.default_rng(seed)
         self._build_trunk(vocab_size, d_model, n_heads, n_layers, d_ff, max_len, dropout, norm, pos_encoding,
-                          activation, scale_embeddings, rng, dtype, attention_dropout)
+                          activation, scale_embeddings, rng, dtype, attention_dropout, local)
         self.tie_weights = bool(tie_weights)
         if not self.tie_weights:
             self.head = Linear(d_model, vocab_size, bias=False, rng=rng, dtype=dtype)
@@ -285,9 +313,11 @@ class TransformerLM(_TransformerBase):
         xp = self._xp()
         ids = xp.asarray(ids)
         T = ids.shape[1]
-        attend = xp.asarray(F.causal_mask(T))                               # (T, T)
+        # with local attention the causal band lives in every attention layer (no (T, T) mask here)
+        attend = None if self._local else xp.asarray(F.causal_mask(T))      # (T, T)
         if mask is not None:
-            attend = attend & F.padding_mask(xp.asarray(mask))              # (T, T) & (B, 1, 1, T) -> (B, 1, T, T)
+            padding = F.padding_mask(xp.asarray(mask))                      # (B, 1, 1, T)
+            attend = padding if attend is None else attend & padding        # (T, T) & (B, 1, 1, T) -> (B, 1, T, T)
         x = self._embed_forward(ids)                                        # (B, T, D)
         return self.encoder(x, attend)                                      # (B, T, D)
 

@@ -48,6 +48,7 @@ import numpy as np
 from . import functional as F
 from . import fast
 from .backend import get_array_module, to_device, to_numpy
+from .local_attention import local_attention, local_attention_backward
 
 __all__ = ["Parameter", "Module", "Linear", "Embedding", "PositionalEncoding", "LayerNorm", "Dropout",
            "MultiHeadAttention", "FeedForward", "TransformerBlock", "TransformerEncoder"]
@@ -374,6 +375,9 @@ class PositionalEncoding(Module):
       ``PE[pos, 2i+1] = cos(...)``: a constant table, not a parameter.
     * ``"seed"`` — the article's ``sin + cos`` formula, kept to show what goes
       wrong (errata E1); also a constant table.
+    * ``"rope"``, ``"alibi"`` — relative positions (the long-text chapter):
+      nothing is added to the embedding here; every `MultiHeadAttention`
+      turns q and k (RoPE) or biases the scores (ALiBi) instead.
     * ``"learned"`` — a trainable (max_len, D) table as in BERT/GPT-2, drawn
       from N(0, 0.02^2) so that at the start it is a small nudge on top of
       the token embedding; not weight-decayed.
@@ -385,7 +389,9 @@ class PositionalEncoding(Module):
     forward: x (B, T, D) -> y (B, T, D); T must be <= max_len.
     """
 
-    KINDS = ("sinusoidal", "seed", "learned")
+    KINDS = ("sinusoidal", "seed", "learned", "rope", "alibi")
+    #: kinds whose positions live inside attention (`MultiHeadAttention` ``position``): nothing is added here
+    RELATIVE = ("rope", "alibi")
 
     def __init__(self, max_len, d_model, kind="sinusoidal", rng=None, dtype=np.float32):
         super().__init__()
@@ -396,6 +402,8 @@ class PositionalEncoding(Module):
         if kind == "learned":
             rng = _require_rng(rng, "PositionalEncoding(kind='learned')")
             self.pe = Parameter(_normal(rng, (max_len, d_model), 0.02, dtype), decay=False)   # (max_len, D)
+            self.table = None
+        elif kind in self.RELATIVE:
             self.table = None
         else:
             make = F.sinusoidal_positional_encoding if kind == "sinusoidal" else F.seed_positional_encoding
@@ -413,6 +421,8 @@ class PositionalEncoding(Module):
             raise ValueError(f"x: sequence length T={T} is longer than max_len={self.max_len}, the size of the "
                              f"positional-encoding table; build the model with a larger max_len or crop the input")
         self._T = T
+        if self.kind in self.RELATIVE:
+            return x                                          # the attention layers turn or bias by position
         return x + self._pe()[:T]                             # (B, T, D) + (T, D) -> (B, T, D)
 
     def backward(self, dout):
@@ -527,6 +537,21 @@ class MultiHeadAttention(Module):
     come from ``rng``. Vaswani et al. §5.4 only drop each sublayer's output,
     which the block does.
 
+    ``position`` puts relative positions inside attention (the long-text
+    chapter): ``"rope"`` turns every head's q and k by position-dependent
+    angles (`functional.rope`), ``"alibi"`` adds :math:`-m_h|i-j|` to the
+    scores (`functional.alibi_bias`); None (the default) leaves positions to
+    the model's `PositionalEncoding`.
+
+    ``local_window`` (an integer w, default None: full attention) makes the
+    attention local: each query reads the w keys before it (and after it,
+    unless ``local_causal``), and the first ``global_tokens`` positions read
+    and are read by every position (`functional.local_attention_mask`). The
+    plain path applies that band mask to the full attention; the fast path
+    runs `local_attention.local_attention`, which skips the key blocks
+    outside the band (time and memory T·w) and keeps no (T, T) weights:
+    ``last_attention`` is then None (switch to the plain path to plot them).
+
     forward(x, mask=None): x (B, T, D); mask boolean, broadcastable to
     (B, H, T, T), True = may attend (a padding mask (B, 1, 1, T) and/or a
     causal mask (T, T), combined with ``&``). Returns y (B, T, D). The
@@ -534,10 +559,22 @@ class MultiHeadAttention(Module):
     ``last_attention`` for plotting.
     """
 
+    POSITIONS = (None, "rope", "alibi")
+
     def __init__(self, d_model, n_heads, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None,
-                 dtype=np.float32):
+                 dtype=np.float32, position=None, local_window=None, local_causal=False, global_tokens=0,
+                 local_block_size=64):
         super().__init__()
         _check_heads(d_model, n_heads)
+        _check_choice("position", position, self.POSITIONS)
+        self.position = position
+        if local_window is not None and (isinstance(local_window, bool) or not isinstance(local_window, (int, np.integer))
+                                         or local_window < 0):
+            raise ValueError(f"local_window: expected None or an integer >= 0, got {local_window!r}")
+        if isinstance(global_tokens, bool) or not isinstance(global_tokens, (int, np.integer)) or global_tokens < 0:
+            raise ValueError(f"global_tokens: expected an integer >= 0, got {global_tokens!r}")
+        self.local_window, self.local_causal = local_window, bool(local_causal)
+        self.global_tokens, self.local_block_size = int(global_tokens), int(local_block_size)
         if not 0.0 <= attention_dropout < 1.0:
             raise ValueError(f"attention_dropout: expected a probability in [0, 1), got {attention_dropout}")
         rng = _require_rng(rng, "MultiHeadAttention")
@@ -561,6 +598,7 @@ class MultiHeadAttention(Module):
         self.b_o = bias_param(D)
         self.last_attention = None
         self._cache = None
+        self._rope_cache = None
 
     @staticmethod
     def _data(p):
@@ -583,21 +621,41 @@ class MultiHeadAttention(Module):
             v, v_cache = F.linear(x, self.W_v.data, self._data(self.b_v))
             q, k, v = F.split_heads(q, H), F.split_heads(k, H), F.split_heads(v, H)  # (B, H, T, Dh) each
             proj_cache = (q_cache, k_cache, v_cache)
+        # 1b. relative positions: RoPE turns q and k (never v); ALiBi biases the scores
+        bias = None
+        if self.position == "rope":
+            q, self._rope_cache = F.rope(q)                                          # (B, H, T, Dh)
+            k, _ = F.rope(k)                                                         # the same angles
+        elif self.position == "alibi":
+            bias = get_array_module(x).asarray(F.alibi_bias(H, T, dtype=q.dtype))    # (H, T, T)
         # 2. every head attends on its own, 3. the heads are concatenated again
-        if self.fast:
+        local = self.local_window is not None
+        if local and self.fast:
+            # only the key blocks inside the band: time and memory T * w (long text; no (T, T) weights kept)
+            heads, attn_cache = local_attention(
+                q, k, v, self.local_window, causal=self.local_causal, n_global=min(self.global_tokens, T),
+                mask=mask, alibi_slopes=F.alibi_slopes(H) if self.position == "alibi" else None,
+                block_size=self.local_block_size)
+            weights, merged = None, F.merge_heads(heads)                             # (B, T, D)
+        elif self.fast:
             # the fast attention writes each head's output straight into its columns of the merged array
             merged = get_array_module(x).empty((B, T, D), dtype=q.dtype)             # (B, T, D)
             _, weights, attn_cache = fast.scaled_dot_product_attention_fast(
                 q, k, v, mask, out=F.split_heads(merged, H), dropout_p=self.attention_dropout, rng=self.rng,
-                training=self.training)
+                training=self.training, bias=bias)
         else:
+            if local:   # the band mask on the full attention: simple, and T^2
+                band = get_array_module(x).asarray(F.local_attention_mask(
+                    T, self.local_window, self.local_causal, min(self.global_tokens, T)))  # (T, T)
+                mask = band if mask is None else band & mask
             heads, weights, attn_cache = F.scaled_dot_product_attention(                # (B, H, T, Dh), (B, H, T, T)
-                q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training)
+                q, k, v, mask, dropout_p=self.attention_dropout, rng=self.rng, training=self.training, bias=bias)
             merged = F.merge_heads(heads)                                            # (B, H, T, Dh) -> (B, T, D)
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, (self.fast, attn_cache), out_cache, (B, T, H))
+        self._cache = (proj_cache, (self.fast and not local, attn_cache), out_cache, (B, T, H))
+        self._local_fast = local and self.fast
         return y
 
     def backward(self, dout):
@@ -617,17 +675,27 @@ class MultiHeadAttention(Module):
             dqkv_heads = dqkv.transpose(2, 0, 3, 1, 4)                            # (3, B, H, T, Dh), a view
             if was_fast:            # the fast backward writes into the view itself: no copy at all
                 fast.scaled_dot_product_attention_fast_backward(dheads, attn_cache, out=tuple(dqkv_heads))
+            elif self._local_fast:
+                dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = local_attention_backward(dheads, attn_cache)
             else:
                 dqkv_heads[0], dqkv_heads[1], dqkv_heads[2] = F.scaled_dot_product_attention_backward(
                     dheads, attn_cache)                                           # one copy each
+            if self.position == "rope":
+                # in the forward pass this was: q, k = rope(q), rope(k); back through the inverse rotation
+                dqkv_heads[0] = F.rope_backward(dqkv_heads[0], self._rope_cache)
+                dqkv_heads[1] = F.rope_backward(dqkv_heads[1], self._rope_cache)
             dx, dW_qkv, db_qkv = F.linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
             self.W_qkv.grad += dW_qkv
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
             return dx
         attention_backward = (fast.scaled_dot_product_attention_fast_backward if was_fast
+                              else local_attention_backward if self._local_fast
                               else F.scaled_dot_product_attention_backward)
         dq, dk, dv = attention_backward(dheads, attn_cache)                      # (B, H, T, Dh) each
+        if self.position == "rope":
+            # in the forward pass this was: q, k = rope(q), rope(k)
+            dq, dk = F.rope_backward(dq, self._rope_cache), F.rope_backward(dk, self._rope_cache)
         # x fed all three projections, so its gradient is the sum of three
         dx = None
         for dh, cache, W, b in ((dq, proj_cache[0], self.W_q, self.b_q), (dk, proj_cache[1], self.W_k, self.b_k),
@@ -672,6 +740,9 @@ class MultiHeadAttention(Module):
 
     def _extra_repr(self):
         extra = f", attention_dropout={self.attention_dropout}" if self.attention_dropout else ""
+        extra += f", position={self.position!r}" if self.position else ""
+        extra += (f", local_window={self.local_window}, local_causal={self.local_causal}, "
+                  f"global_tokens={self.global_tokens}" if self.local_window is not None else "")
         return f"d_model={self.d_model}, n_heads={self.n_heads}, fused_qkv={self.fused_qkv}{extra}"
 
 
@@ -781,13 +852,15 @@ class TransformerBlock(Module):
     NORMS = ("post", "pre", "parallel")
 
     def __init__(self, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu", fused_qkv=True,
-                 bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
+                 bias=True, attention_dropout=0.0, rng=None, dtype=np.float32, attention_options=None):
         super().__init__()
         _check_choice("norm", norm, self.NORMS)
         rng = _require_rng(rng, "TransformerBlock")
         self.norm = norm
+        # attention_options: further keyword arguments of MultiHeadAttention (position=, the long-text chapter)
         self.attn = MultiHeadAttention(d_model, n_heads, fused_qkv=fused_qkv, bias=bias,
-                                       attention_dropout=attention_dropout, rng=rng, dtype=dtype)
+                                       attention_dropout=attention_dropout, rng=rng, dtype=dtype,
+                                       **(attention_options or {}))
         self.ffn = FeedForward(d_model, d_ff, activation=activation, dropout=dropout, rng=rng, dtype=dtype)
         self.norm1 = LayerNorm(d_model, dtype=dtype)
         if norm != "parallel":          # the parallel block has one LayerNorm, shared by both branches
@@ -853,14 +926,15 @@ class TransformerEncoder(Module):
     """
 
     def __init__(self, n_layers, d_model, n_heads, d_ff, dropout=0.1, norm="post", activation="relu",
-                 final_norm=None, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None, dtype=np.float32):
+                 final_norm=None, fused_qkv=True, bias=True, attention_dropout=0.0, rng=None, dtype=np.float32,
+                 attention_options=None):
         super().__init__()
         _check_positive_int("n_layers", n_layers)
         _check_choice("norm", norm, TransformerBlock.NORMS)
         rng = _require_rng(rng, "TransformerEncoder")
         self.blocks = [TransformerBlock(d_model, n_heads, d_ff, dropout=dropout, norm=norm, activation=activation,
                                         fused_qkv=fused_qkv, bias=bias, attention_dropout=attention_dropout,
-                                        rng=rng, dtype=dtype)
+                                        rng=rng, dtype=dtype, attention_options=attention_options)
                        for _ in range(n_layers)]
         if final_norm is None:
             final_norm = norm != "post"

@@ -20,10 +20,15 @@ This module is the one place they are kept; a training loop uses it like this::
                 print(run.interrupted_message(), file=sys.stderr)   # where the best checkpoint is + how to resume
                 break
 
+`train.fit(..., run=run, resume=state)` is this recipe written out for the
+classifier (the data generator saved at the start of the epoch plus the
+position in it, so a resumed epoch redraws the same batch order and skips
+what was done); read it before writing another loop.
+
 1. **Bad flags are refused before any work, naming the flag.** `check_flags`
    checks every numeric flag it knows (`COMMON_RULES`) plus any a command
-   adds, and raises `RunError` ("--dropout: expected a probability in
-   [0, 1), got 1.5"). `check_vocabulary` refuses a vocabulary that turns
+   adds, and raises `RunError` ("--dropout: expected a finite number in
+   [0, 1) (a dropout probability), got 1.5"). `check_vocabulary` refuses a vocabulary that turns
    (almost) every character into [UNK]; `check_two_classes` refuses training
    data with a single label.
 2. **The output location is checked before training, not after.**
@@ -166,14 +171,16 @@ class Rule:
     meaning: str = ""                # what the number is, for the message ("seconds of training")
 
     def describe(self) -> str:
+        def show(x):
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
         what = "an integer" if self.kind is int else "a finite number"
         if self.low is not None and self.high is not None:
             left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-            what += f" in {left}{self.low:g}, {self.high:g}{right}"
+            what += f" in {left}{show(self.low)}, {show(self.high)}{right}"
         elif self.low is not None:
-            what += f" {'>' if self.low_open else '>='} {self.low:g}"
+            what += f" {'>' if self.low_open else '>='} {show(self.low)}"
         elif self.high is not None:
-            what += f" {'<' if self.high_open else '<='} {self.high:g}"
+            what += f" {'<' if self.high_open else '<='} {show(self.high)}"
         if self.meaning:
             what += f" ({self.meaning})"
         if self.allow_none:
@@ -208,12 +215,12 @@ COMMON_RULES: dict[str, Rule] = {
     "--attention-dropout": probability("a dropout probability"),
     "--min-freq": integer(1, meaning="times a character must occur to get its own id"),
     "--epochs": integer(1),
-    "--steps": integer(1, meaning="training steps"),
+    "--steps": integer(1, meaning="training steps", allow_none=True),
     "--batch-size": integer(1),
     "--lr": real(0.0, low_open=True, meaning="learning rate"),
     "--warmup": integer(0, meaning="warm-up steps"),
     "--patience": integer(1, meaning="epochs without a better validation loss before stopping"),
-    "--seed": integer(0, 2**63 - 1),
+    "--seed": integer(0, 2**63 - 1, meaning="seeds the random generators"),
     "--time-budget": real(0.0, low_open=True, meaning="seconds", allow_none=True),
     "--log-every": integer(1, meaning="steps between two points of the training curve"),
 }

@@ -161,6 +161,16 @@ def fit(model, train: Dataset, valid: Dataset, tokenizer, config: TrainConfig | 
     """
     from . import runs
 
+    if guard is None and run is not None:
+        with runs.InterruptGuard() as own_guard:
+            return _fit(model, train, valid, tokenizer, config, progress, log, run, resume, own_guard, on_step)
+    return _fit(model, train, valid, tokenizer, config, progress, log, run, resume, guard, on_step)
+
+
+def _fit(model, train, valid, tokenizer, config, progress, log, run, resume, guard, on_step):
+    """`fit`'s loop (``guard`` already in place)."""
+    from . import runs
+
     config = config or TrainConfig()
     log = log or (lambda *_: None)
     rng = np.random.default_rng(config.seed)
@@ -169,9 +179,6 @@ def fit(model, train: Dataset, valid: Dataset, tokenizer, config: TrainConfig | 
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = config.total_steps(steps_per_epoch)
     generators = {"data": rng, **runs.model_generators(model)}
-    if guard is None and run is not None:
-        with runs.InterruptGuard() as own_guard:
-            return fit(model, train, valid, tokenizer, config, progress, log, run, resume, own_guard, on_step)
 
     history = History(steps_planned=total_steps)
     best_loss, best_state, bad_epochs = math.inf, None, 0
@@ -261,7 +268,7 @@ def fit(model, train: Dataset, valid: Dataset, tokenizer, config: TrainConfig | 
             if guard is not None and guard.requested:
                 interrupted = True
                 break
-            if config.max_steps is not None and step >= total_steps:
+            if config.max_steps is not None and step >= config.max_steps:
                 out_of_steps = True
                 break
             if config.time_budget is not None and time.perf_counter() - start > config.time_budget:

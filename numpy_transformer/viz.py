@@ -290,6 +290,14 @@ def _text_colour(rgba) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
 
 
+def text_colour(rgba) -> str:
+    """"black" or "white", whichever reads better on a cell of colour ``rgba``, e.g. ``image.cmap(image.norm(v))``.
+
+    For numbers written on a heatmap in a notebook (the plots here do it themselves).
+    """
+    return _text_colour(rgba)
+
+
 def _annotate_cells(ax, values: np.ndarray, image, fmt: str, fontsize: float) -> None:
     """Print each cell's value in the cell, in a colour that stays readable."""
     for (i, j), v in np.ndenumerate(values):
@@ -302,8 +310,15 @@ def _annotate_cells(ax, values: np.ndarray, image, fmt: str, fontsize: float) ->
 # Attention
 # ----------------------------------------------------------------------------
 
+def _colour_rule(vmax_given, vmax) -> str:
+    """The colour bar's label: which rule set the top of the scale (one rule for every attention figure)."""
+    if vmax_given == "auto":
+        return f"attention weight (colour: 0 to this figure's largest, {vmax:.2f})"
+    return f"attention weight (colour: 0 to {vmax:g})"
+
+
 def attention_map(weights, q_tokens, k_tokens=None, title=None, ax=None,
-                  cmap="viridis", annotate=None, vmax=1.0, path=None):
+                  cmap="viridis", annotate=None, vmax="auto", path=None):
     """Draw one head's attention weights as a heat map with tokens on both axes.
 
     weights:  (Tq, Tk) attention weights; row i is how query i spreads its
@@ -312,10 +327,11 @@ def attention_map(weights, q_tokens, k_tokens=None, title=None, ax=None,
     q_tokens: Tq token strings (rows). k_tokens: Tk strings (columns); default
               ``q_tokens`` (self-attention).
     annotate: print the weight in each cell; ``None`` = only when Tq, Tk <= 12.
-    vmax:     top of the colour scale. The default 1.0 fixes the scale to
-              [0, 1] so maps of different heads can be compared by colour;
-              ``'auto'`` stretches it to the data (and lets it go below 0, for
-              raw scores).
+    vmax:     top of the colour scale. The default ``'auto'`` stretches it from
+              0 to the largest weight shown (and lets it go below 0, for raw
+              scores): averaged maps, whose weights are small, stay readable.
+              A number fixes the scale to [0, vmax] (1.0 to compare maps by
+              colour). The colour bar's label says which rule was used.
     Returns the Figure (the one ``ax`` belongs to, when ``ax`` is given).
     """
     weights = _to_numpy(weights)
@@ -327,6 +343,7 @@ def attention_map(weights, q_tokens, k_tokens=None, title=None, ax=None,
         k_tokens, "k_tokens", Tk, "column of weights")
     _use_cjk_if_needed(q_tokens, k_tokens, title)
 
+    vmax_given = vmax
     if vmax == "auto":
         vmin, vmax = min(0.0, float(weights.min())), float(weights.max())
     else:
@@ -347,7 +364,7 @@ def attention_map(weights, q_tokens, k_tokens=None, title=None, ax=None,
     ax.set_ylabel("query (attending)")
     if annotate:
         _annotate_cells(ax, weights, image, ".2f", fontsize=7 if max(Tq, Tk) > 8 else 8)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=_colour_rule(vmax_given, vmax))
     if title:
         ax.set_title(title, pad=12)
     return _finish(fig, path)
@@ -369,8 +386,13 @@ def _stack_layers(weights, name: str) -> np.ndarray:
     return weights
 
 
-def attention_grid(weights, tokens, title=None, vmax=1.0, path=None):
-    """Every layer and head at once: L rows x H columns of attention maps.
+#: Attention grids are drawn for a handout: at most this wide (inches), with token
+#: labels of at least ~8 pt at that size. Long sentences wrap the panels onto more rows.
+HANDOUT_WIDTH = 7.5
+
+
+def attention_grid(weights, tokens, title=None, vmax="auto", path=None):
+    """Every layer and head at once: one attention map per (layer, head), in reading order.
 
     weights: (L, H, Tq, Tk) array, or a list of L arrays (H, Tq, Tk) (what you
              get by collecting each layer's weights for one sequence of the batch).
@@ -379,9 +401,15 @@ def attention_grid(weights, tokens, title=None, vmax=1.0, path=None):
              to [:T, :T]: padding queries and keys carry no information
              (padding keys get weight 0 from the mask anyway).
     Panels are titled "layer l · head h", counted from 0 like the Python indexes
-    ``weights[l, h]``; they share one colour scale, [0, vmax].
+    ``weights[l, h]``, and run row by row: layer 0's heads first. The figure
+    fits `HANDOUT_WIDTH` inches with token labels readable at that size, so a
+    long sentence gets fewer panels per row. They share one colour scale:
+    ``'auto'`` (default) 0 to the largest weight shown, or [0, vmax]; the
+    colour bar says which.
     Returns the Figure.
     """
+    import math
+
     weights = _stack_layers(weights, "weights")
     L, H, Tq, Tk = weights.shape
     tokens = [str(t) for t in tokens]
@@ -391,32 +419,39 @@ def attention_grid(weights, tokens, title=None, vmax=1.0, path=None):
                          f"real tokens, got {T}")
     weights = weights[:, :, :T, :T]  # (L, H, Tq, Tk) -> (L, H, T, T): drop padding
     _use_cjk_if_needed(tokens, title)
-    if vmax == "auto":
-        vmax = float(weights.max())
+    vmax_given = vmax
+    vmax = float(weights.max()) if vmax == "auto" else float(vmax)
 
-    # Panels grow with T so each token keeps room for its label, within limits
-    # that keep a 4-head, 2-layer grid on a landscape page.
-    cell = _clip(0.15 * T + 0.3, 1.5, 4.0)
-    cell = min(cell, 20.0 / H)
-    # Each label gets at most ~75% of its row's height, or neighbours touch.
-    fontsize = min(_tick_fontsize(T), 0.75 * 72 * cell / T)
-    # Extra width: tick labels and colour bar; extra height: panel titles.
-    fig, axes = _new_figure((cell * H + 2.0, (cell + 0.3) * L + 0.4 + (0.4 if title else 0)),
-                            nrows=L, ncols=H, squeeze=False, sharex=True, sharey=True,
+    # A token needs ~0.15 inch for a readable (~8 pt) label. Put a layer's H heads
+    # in one row when that fits the handout width; otherwise wrap each layer over
+    # two rows (never more: the figure would outgrow the page), so a row never
+    # mixes two layers.
+    n = L * H
+    room = HANDOUT_WIDTH - 1.3                               # inches left by labels and colour bar
+    fits = [d for d in range(1, H + 1) if H % d == 0 and room / d - 0.15 >= 0.15 * T + 0.1]
+    ncols = max(max(fits, default=1), min(d for d in range(1, H + 1) if H % d == 0 and 2 * d >= H))
+    cell = min(3.2, room / ncols - 0.15) if T <= MAX_TICK_LABELS else min(2.4, room / ncols - 0.15)
+    nrows = math.ceil(n / ncols)
+    fontsize = min(10.0, 0.75 * 72 * cell / T)
+    fig, axes = _new_figure((min(cell * ncols + 1.3, HANDOUT_WIDTH),
+                             (cell + 0.35) * nrows + 0.5 + (0.4 if title else 0)),
+                            nrows=nrows, ncols=ncols, squeeze=False, sharex=True, sharey=True,
                             layout="constrained")
-    for l in range(L):
-        for h in range(H):
-            ax = axes[l, h]
-            image = ax.imshow(weights[l, h], cmap="viridis", vmin=0.0, vmax=vmax)
-            ax.set_title(f"layer {l} · head {h}", fontsize=9)
-    # The axes are shared, so setting the ticks once sets them everywhere;
-    # label_outer then keeps labels only on the left column and bottom row.
-    _set_token_ticks(axes[0, 0], tokens, tokens, top=False, fontsize=fontsize)
-    for ax in axes.flat:
-        ax.label_outer()
-        ax.tick_params(length=0, labelsize=fontsize)
+    flat = axes.ravel()
+    for k in range(n):
+        l, h = divmod(k, H)
+        image = flat[k].imshow(weights[l, h], cmap="viridis", vmin=0.0, vmax=vmax)
+        flat[k].set_title(f"layer {l} · head {h}", fontsize=9)
+    for ax in flat[n:]:
+        fig.delaxes(ax)                 # the empty cells of a last, partial row
+    # The axes are shared, so setting the ticks once sets them everywhere; labels
+    # then go on the left column and on the lowest panel of each column.
+    _set_token_ticks(flat[0], tokens, tokens, top=False, fontsize=fontsize)
+    for k in range(n):
+        ax = flat[k]
+        ax.tick_params(length=0, labelsize=fontsize, labelleft=k % ncols == 0, labelbottom=k + ncols >= n)
         _turn_long_labels(ax)
-    fig.colorbar(image, ax=axes, shrink=0.9 if L > 1 else 1.0, label="attention weight")
+    fig.colorbar(image, ax=list(flat[:n]), shrink=0.9 if nrows > 1 else 1.0, label=_colour_rule(vmax_given, vmax))
     if title:
         fig.suptitle(title)
     return _finish(fig, path)
@@ -593,11 +628,22 @@ def training_curves(history, path=None):
              seconds, ...) are not drawn. The x axis is ``history['step']`` if
              present, else ``history['epoch']``, else 1, 2, ... (epochs).
              Validation curves ("valid"/"val_"/"test" keys) are dashed; a
-             dotted line marks the lowest validation loss.
+             dotted line marks the lowest validation loss. If the history
+             also has ``curve_step`` and ``curve_loss`` (the training loss
+             logged within epochs, as `train.History` keeps it), that curve
+             is drawn as a thin line against the step, so a run of a few
+             epochs still shows how the loss fell.
     Returns the Figure.
     """
     if not isinstance(history, dict) or not history:
         raise ValueError("history must be a non-empty dict of lists, e.g. {'train_loss': [...]}")
+    within = None
+    if len(history.get("curve_loss", [])) and len(history.get("curve_step", [])):
+        if len(history["curve_loss"]) != len(history["curve_step"]):
+            raise ValueError(f"history['curve_loss'] has {len(history['curve_loss'])} values but "
+                             f"history['curve_step'] has {len(history['curve_step'])}")
+        within = (np.asarray(history["curve_step"], dtype=float), np.asarray(history["curve_loss"], dtype=float))
+    history = {k: v for k, v in history.items() if k not in ("curve_step", "curve_loss")}
     series = _numeric_series(history)
     losses = {k: v for k, v in series.items() if "loss" in k}
     scores = {k: v for k, v in series.items()
@@ -619,6 +665,9 @@ def training_curves(history, path=None):
     fig, axes = _new_figure((5.5 * len(panels), 4.0), ncols=len(panels),
                             squeeze=False, layout="constrained")
     for ax, (curves, ylabel) in zip(axes[0], panels):
+        if ylabel == "loss" and within is not None and x_key == "step":
+            ax.plot(*within, "-", linewidth=0.8, alpha=0.6, color="grey",
+                    label="train_loss within epochs (mean of each log interval)")
         for key, values in curves.items():
             dashed = key.startswith(("valid", "val_", "test"))
             ax.plot(x_for(values), values, "--" if dashed else "-",
@@ -762,3 +811,74 @@ def confusion_plot(cm, label_names, ax=None, path=None, normalize=False, positiv
                 bbox=dict(boxstyle="round", facecolor="#f7f7f7", edgecolor="#bbbbbb"))
         ax.set_title(f"positive class: {label_names[positive]}", fontsize=10)
     return _finish(fig, path)
+
+
+# ----------------------------------------------------------------------------
+# Notebooks
+# ----------------------------------------------------------------------------
+
+NOTEBOOK_DPI = 80
+
+
+def _compact_png(fig) -> bytes:
+    """A figure as a 256-colour PNG: it looks the same in a notebook and takes about a third of the bytes."""
+    import io
+
+    from PIL import Image   # matplotlib depends on Pillow
+
+    image, out = io.BytesIO(), io.BytesIO()
+    fig.savefig(image, format="png", bbox_inches="tight")
+    Image.open(image).convert("RGB").quantize(256).save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def notebook_setup(precision: int = 3) -> str | None:
+    """The first cell of every notebook: ``from numpy_transformer import viz; viz.notebook_setup()``.
+
+    * figures inline, as PNG (stored as compact 256-colour PNGs, so that the
+      committed notebooks stay small), at ``NOTEBOOK_DPI`` dots per inch;
+    * Chinese labels drawn with a CJK font (``use_cjk_font``), whose name it prints;
+    * NumPy prints ``precision`` decimals, no scientific notation for small
+      numbers, 100 characters a line.
+
+    Outside IPython (a plain ``python notebooks/NN_title.py``) the figure
+    settings that need IPython are skipped. Returns the CJK font's family, or None.
+    """
+    import matplotlib
+
+    ip = None
+    try:
+        from IPython import get_ipython
+        ip = get_ipython()
+    except ImportError:
+        pass
+    if ip is not None and hasattr(ip, "kernel"):
+        import matplotlib.pyplot  # noqa: F401  (first: importing pyplot resets the figure formatters)
+        from matplotlib.figure import Figure
+
+        ip.run_line_magic("matplotlib", "inline")
+        ip.run_line_magic("config", "InlineBackend.figure_formats = ['png']")
+        ip.display_formatter.formatters["image/png"].for_type(Figure, _compact_png)
+    matplotlib.rcParams["figure.dpi"] = NOTEBOOK_DPI
+    np.set_printoptions(precision=precision, suppress=True, linewidth=100)
+    family = use_cjk_font()
+    print("font for Chinese labels:", family)
+    return family
+
+
+def table(values, rows, cols, fmt: str = "{:.3f}") -> None:
+    """Show a small matrix in a notebook as an HTML table: ``values[i][j]`` in row ``rows[i]``, column ``cols[j]``.
+
+    Numbers are formatted with ``fmt``, strings shown as they are (HTML-escaped).
+    """
+    import html
+
+    from IPython.display import HTML, display
+
+    def show(v):
+        return html.escape(v if isinstance(v, str) else fmt.format(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["", *cols])
+    body = "".join(f"<tr><th>{html.escape(str(r))}</th>" + "".join(f"<td>{show(v)}</td>" for v in row) + "</tr>"
+                   for r, row in zip(rows, values))
+    display(HTML(f"<table><tr>{head}</tr>{body}</table>"))

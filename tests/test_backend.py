@@ -21,6 +21,7 @@ import pytest
 
 from numpy_transformer import functional as F
 from numpy_transformer import fast
+from numpy_transformer.local_attention import local_attention, local_attention_backward
 from numpy_transformer.backend import (
     GPUUnavailableError,
     device_of,
@@ -275,6 +276,44 @@ def attention_with_dropout(dev, dtype):
     return out
 
 
+@functional_case(F.rope, F.rope_backward)
+def rope(dev, dtype):
+    """The angles are computed on the CPU (a table from positions alone), then moved next to x."""
+    y, cache = F.rope(dev(_host((2, 3, 5, 4), dtype, 0)), positions=np.arange(3, 8))
+    y_odd, cache_odd = F.rope(dev(_host((5, 3), dtype, 2)))
+    return {"y": y, "dx": F.rope_backward(dev(_host((2, 3, 5, 4), dtype, 1)), cache),
+            "y odd Dh": y_odd, "dx odd Dh": F.rope_backward(dev(_host((5, 3), dtype, 3)), cache_odd)}
+
+
+@functional_case(F.alibi_slopes, F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward,
+                 fast.scaled_dot_product_attention_fast, fast.scaled_dot_product_attention_fast_backward)
+def attention_with_alibi_bias(dev, dtype):
+    """The ALiBi table is built on the CPU (alibi_bias) and moved to the device like a mask."""
+    q, k, v = (dev(_host((2, 3, 4, 2), dtype, seed)) for seed in (0, 1, 2))
+    bias = dev(F.alibi_bias(3, 4, dtype=dtype))
+    mask = dev(F.causal_mask(4))
+    dout = dev(_host((2, 3, 4, 2), dtype, 3))
+    out = {"slopes": dev(F.alibi_slopes(3))}
+    for name, fwd, bwd in (("plain", F.scaled_dot_product_attention, F.scaled_dot_product_attention_backward),
+                           ("fast", fast.scaled_dot_product_attention_fast,
+                            fast.scaled_dot_product_attention_fast_backward)):
+        o, w, cache = fwd(q, k, v, mask, bias=bias)
+        out.update({f"{name} out": o, f"{name} weights": w})
+        out.update({f"{name} d{x}": g for x, g in zip("qkv", bwd(dout, cache))})
+    return out
+
+
+@functional_case(F.padding_mask, local_attention, local_attention_backward)
+def local_attention_blocked(dev, dtype):
+    """The blocked sliding-window kernel: band and block indices on the CPU, scores on the device."""
+    q, k, v = (dev(_host((2, 2, 7, 3), dtype, seed)) for seed in (0, 1, 2))
+    mask = F.padding_mask(dev(np.arange(7)[None, :] < np.array([[7], [4]])))
+    out, cache = local_attention(q, k, v, 2, causal=False, n_global=1, mask=mask,
+                                 alibi_slopes=F.alibi_slopes(2), block_size=2, key_block_size=3)
+    dq, dk, dv = local_attention_backward(dev(_host((2, 2, 7, 3), dtype, 3)), cache)
+    return {"out": out, "dq": dq, "dk": dk, "dv": dv}
+
+
 @functional_case(fast.layernorm_fast, fast.layernorm_fast_backward)
 def layernorm_fast(dev, dtype):
     y, cache = fast.layernorm_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
@@ -383,7 +422,8 @@ def test_strict_cases_cover_every_forward_and_backward_in_functional():
     public = {name for module in (F, fast) for name, obj in vars(module).items()
               if inspect.isfunction(obj) and not name.startswith("_") and obj.__module__ == module.__name__}
     # Tables computed on the CPU from sizes alone: no array input, nothing to put on a device.
-    host_tables = {"sinusoidal_positional_encoding", "seed_positional_encoding", "causal_mask"}
+    host_tables = {"sinusoidal_positional_encoding", "seed_positional_encoding", "causal_mask",
+                   "rope_frequencies", "alibi_bias", "local_attention_mask"}
     assert public - host_tables - COVERED == set()
 
 

@@ -8,17 +8,20 @@ A check is only useful if it is right both ways, so for every exercise:
 3. the classic failures are reported in words, never raised: not implemented,
    an exception inside the student's code, a wrong shape, None, NaN, an input
    modified in place, an unrecognised wrong value (with its index);
-4. the notebooks are what notebooks/_build/build_exercises.py writes, have no
-   outputs, and run top to bottom both as the students get them ("not
-   implemented yet" everywhere) and with NT_SOLUTIONS=1 (every check passes).
-   The kernel-based runs are `pytest --nbmake notebooks/exercises`, with and
-   without NT_SOLUTIONS=1; here the cells run in-process, which is fast.
+4. partial credit: the solution scores every point, a stub none, a known
+   mistake something in between;
+5. the notebooks: every exercise has an nbgrader solution cell and a graded
+   check cell worth the checker's points; the teacher's notebooks (the committed
+   source) pass every check with full points, and the students' version (the
+   solutions cleared as `nbgrader generate_assignment` does) runs to the end
+   saying "not implemented yet" with zero points. Here the cells run
+   in-process, which is fast; nbmake runs the teacher's notebooks in a kernel
+   and tests/test_nbgrader.py runs nbgrader itself.
 """
 
-import importlib.util
-import json
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 
@@ -27,7 +30,6 @@ from numpy_transformer import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks" / "exercises"
-BUILD_SCRIPT = ROOT / "notebooks" / "_build" / "build_exercises.py"
 
 NAMES = sorted(E._EXERCISES)
 MISTAKES = [(name, m) for name in NAMES for m in E._EXERCISES[name].mistakes]
@@ -35,12 +37,6 @@ MISTAKES = [(name, m) for name in NAMES for m in E._EXERCISES[name].mistakes]
 
 def check(name, fn):
     return getattr(E, f"check_{name}")(fn, verbose=False)
-
-
-@pytest.fixture(autouse=True)
-def no_solutions(monkeypatch):
-    """Every test starts without NT_SOLUTIONS, whatever the shell running pytest has set."""
-    monkeypatch.delenv(E.SOLUTIONS_ENV, raising=False)
 
 
 # --------------------------------------------------------------------------- #
@@ -326,28 +322,47 @@ def test_checks_print_their_verdict_once(capsys):
 
 
 # --------------------------------------------------------------------------- #
-# NT_SOLUTIONS
+# Partial credit: a point per check (per case, one for running with the right shapes, one per right output)
 # --------------------------------------------------------------------------- #
 
-def test_use_solution_if_requested_swaps_in_the_reference_only_under_nt_solutions(monkeypatch, capsys):
-    def softmax_backward(dy, y):
-        raise NotImplementedError
-    assert E.use_solution_if_requested(softmax_backward) is softmax_backward
-    monkeypatch.setenv(E.SOLUTIONS_ENV, "1")
-    assert E.use_solution_if_requested(softmax_backward) is E.solutions.softmax_backward
-    assert "reference solution" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no reference solution called 'softmax_forward'"):
-        E.use_solution_if_requested(lambda: None, name="softmax_forward")
+def _max_points(name):
+    ex = E._EXERCISES[name]
+    return len(ex.cases()) * (1 + len(ex.outputs))
 
 
-def test_assert_if_solutions_asserts_only_under_nt_solutions(monkeypatch):
-    failed = check("softmax_backward", _not_implemented)
-    passed = check("softmax_backward", E.solutions.softmax_backward)
-    E.assert_if_solutions(failed)                 # a student's notebook runs on
-    monkeypatch.setenv(E.SOLUTIONS_ENV, "1")
-    E.assert_if_solutions(passed)
-    with pytest.raises(AssertionError, match="Not implemented yet"):
-        E.assert_if_solutions(failed)
+@pytest.mark.parametrize("name", NAMES)
+def test_the_solution_scores_every_point_and_a_stub_none(name):
+    right = check(name, getattr(E.solutions, name))
+    stub = check(name, _not_implemented)
+    assert (right.points, right.max_points) == (_max_points(name), _max_points(name))
+    assert (stub.points, stub.max_points) == (0, _max_points(name))
+    assert f"Score: {_max_points(name)} of {_max_points(name)} points" in right.message
+
+
+@pytest.mark.parametrize("name,mistake", MISTAKES, ids=lambda v: getattr(v, "key", v))
+def test_a_known_mistake_scores_less_than_the_solution_and_more_than_a_stub_when_its_shapes_are_right(name, mistake):
+    result = check(name, mistake.fn)
+    assert 0 <= result.points < result.max_points
+    assert f"Score: {result.points} of {result.max_points} points" in result.message
+    cases = E._EXERCISES[name].cases()
+
+    def shapes(case):
+        try:
+            out = E._quietly(mistake.fn, *case.args)
+        except Exception:
+            return None
+        return [np.shape(o) for o in (out if isinstance(out, tuple) else (out,))]
+    if all(shapes(case) == [e.shape for e in case.expected] for case in cases):
+        assert result.points >= len(cases), result.message     # at least the "runs, right shapes" points
+
+
+def test_a_right_output_beside_a_wrong_one_earns_its_point():
+    # The transposed dW of linear_backward: on the square-W case dx and db are right, dW wrong.
+    result = check("linear_backward", E._mistake_linear_transposed_dW)
+    assert result.mistake == "transposed_dW"
+    # case 1 (W 3x4): dW has the wrong shape: dx, db right -> 2; case 2 (square W): shapes right, dx, db -> 3;
+    # case 3 (batched, W 3x4): dx, db right -> 2.
+    assert (result.points, result.max_points) == (7, 12)
 
 
 def test_show_solution_prints_the_solutions_source(capsys):
@@ -357,66 +372,78 @@ def test_show_solution_prints_the_solutions_source(capsys):
 
 
 # --------------------------------------------------------------------------- #
-# 4. The notebooks
+# 4. The notebooks: the teacher's source (solutions between nbgrader's markers) and the students' version
 # --------------------------------------------------------------------------- #
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("ex*.ipynb"))
 
 
-def _load_build_script():
-    spec = importlib.util.spec_from_file_location("build_exercises", BUILD_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _notebook(path, students_version=False):
+    nb = nbformat.read(path, as_version=4)
+    if students_version:
+        from nbgrader.preprocessors import ClearSolutions   # what `nbgrader generate_assignment` does to them
+        nb, _ = ClearSolutions().preprocess(nb, {})
+    return nb
 
 
-def _code_cells(path):
-    return ["".join(c["source"]) for c in json.loads(path.read_text(encoding="utf-8"))["cells"]
-            if c["cell_type"] == "code"]
+def _code_cells(nb):
+    return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def test_the_notebooks_are_what_the_build_script_writes_and_have_no_outputs(capsys):
-    build = _load_build_script()
-    assert build.main(["--check"]) == 0, capsys.readouterr().err
-    assert [p.stem for p in NOTEBOOKS] == sorted(build.NOTEBOOKS)
+def _graded(nb, kind):
+    return [c for c in nb.cells if c.metadata.get("nbgrader", {}).get(kind)]
+
+
+def test_every_exercise_has_a_solution_cell_and_a_graded_check_cell_worth_its_checkers_points():
+    assert [p.stem for p in NOTEBOOKS] == sorted(p.stem for p in NOTEBOOK_DIR.glob("ex*.py"))
+    seen = set()
     for path in NOTEBOOKS:
-        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
-            assert cell.get("outputs", []) == [] and cell.get("execution_count") is None, path.name
+        nb = _notebook(path)
+        solutions, checks = _graded(nb, "solution"), _graded(nb, "grade")
+        assert solutions and len(solutions) == len(checks), path.name
+        for cell in solutions:
+            name = cell.metadata.nbgrader["grade_id"]
+            assert f"def {name}(" in cell.source and "### BEGIN SOLUTION" in cell.source, path.name
+            assert "### END SOLUTION" in cell.source and not cell.metadata.nbgrader["grade"]
+        for cell in checks:
+            meta = cell.metadata.nbgrader
+            name = meta["grade_id"].removeprefix("check_")
+            assert cell.cell_type == "code" and meta["locked"] and not meta["solution"]
+            assert cell.source == (f"result = exercises.check_{name}({name})\n"
+                                   f"result.points      # your score, out of {_max_points(name)}: the number "
+                                   "nbgrader reads")
+            assert meta["points"] == _max_points(name), (path.name, name)
+            seen.add(name)
+    assert seen == set(NAMES)
 
 
-def test_every_exercise_has_a_stub_a_solution_switch_and_a_guarded_check_in_some_notebook():
-    sources = "\n".join(src for path in NOTEBOOKS for src in _code_cells(path))
-    for name in NAMES:
-        assert f"def {name}(" in sources
-        assert f"{name} = exercises.use_solution_if_requested({name})" in sources
-        assert f"result = exercises.check_{name}({name})\nexercises.assert_if_solutions(result)" in sources
-    for path in NOTEBOOKS:
-        stubs = [src for src in _code_cells(path) if "# YOUR CODE HERE" in src]
-        assert stubs and all("raise NotImplementedError" in src for src in stubs), path.name
-
-
-def _run_cells(path):
+def _run_cells(nb, name):
     namespace = {"__name__": "__main__"}
-    for n, source in enumerate(_code_cells(path)):
-        exec(compile(source, f"{path.name}[{n}]", "exec"), namespace)
+    scores = []
+    for n, source in enumerate(_code_cells(nb)):
+        exec(compile(source, f"{name}[{n}]", "exec"), namespace)
+        if source.splitlines()[-1].startswith("result.points"):
+            scores.append((namespace["result"].points, namespace["result"].max_points))
+    return scores
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_a_students_notebook_runs_to_the_end_saying_not_implemented_yet(path, capsys):
-    _run_cells(path)
+def test_the_teachers_notebook_passes_every_check_with_full_points(path, capsys):
+    scores = _run_cells(_notebook(path), path.name)
     printed = capsys.readouterr().out
-    n_checks = sum(src.count("exercises.check_") for src in _code_cells(path))
-    assert n_checks >= 1 and printed.count("○ Not implemented yet") == n_checks, printed
+    assert scores and all(points == top > 0 for points, top in scores), printed
+    assert printed.count("✓ Correct") == len(scores) and "✗" not in printed, printed
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_students_notebook_runs_to_the_end_saying_not_implemented_yet_with_zero_points(path, capsys):
+    nb = _notebook(path, students_version=True)
+    assert "BEGIN SOLUTION" not in "".join(_code_cells(nb))
+    scores = _run_cells(nb, path.name)
+    printed = capsys.readouterr().out
+    assert scores and all(points == 0 for points, _ in scores)
+    assert printed.count("○ Not implemented yet") == len(scores), printed
     assert "✓" not in printed and "✗" not in printed
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_with_nt_solutions_every_check_in_the_notebook_passes(path, capsys, monkeypatch):
-    monkeypatch.setenv(E.SOLUTIONS_ENV, "1")
-    _run_cells(path)
-    printed = capsys.readouterr().out
-    n_checks = sum(src.count("exercises.check_") for src in _code_cells(path))
-    assert printed.count("✓ Correct") == n_checks and "✗" not in printed, printed
 
 
 # --------------------------------------------------------------------------- #

@@ -42,3 +42,32 @@ def test_make_all_without_a_checkpoint_says_where_it_looked(tmp_path):
     missing = tmp_path / "nowhere.npz"
     with pytest.raises(FileNotFoundError, match="nowhere.npz"):
         make_all(tmp_path / "out", checkpoint=missing)
+
+
+def test_evaluation_figures_say_which_model_they_show(tmp_path):
+    from numpy_transformer.data import Dataset
+    from numpy_transformer.figures import _evaluation, model_name
+    from numpy_transformer.models import TransformerClassifier
+    from numpy_transformer.tokenizer import CharTokenizer
+
+    texts = ["很好看", "太差了", "好用", "很失望"]
+    tok = CharTokenizer.build(texts)
+    model = TransformerClassifier(vocab_size=tok.vocab_size, num_classes=2, d_model=8, n_heads=2, n_layers=1,
+                                  d_ff=16, max_len=8, dropout=0.0, pooling="cls")
+    assert model_name(model, "classifier_small.npz") == "classifier_small.npz (D=8, 1 layers, 2 heads, [CLS])"
+    history = {"epoch": [1], "step": [2], "train_loss": [0.7], "valid_loss": [0.69], "valid_acc": [0.5],
+               "curve_step": [1, 2], "curve_loss": [0.8, 0.7], "stopped_because": "all 1 epochs done"}
+    titles = []
+    real_save = plt.Figure.savefig
+
+    def spy(fig, *args, **kwargs):
+        titles.append(" ".join([fig._suptitle.get_text() if fig._suptitle else ""]
+                               + [ax.get_title() for ax in fig.axes]))
+        return real_save(fig, *args, **kwargs)
+
+    plt.Figure.savefig = spy
+    try:
+        _evaluation(tmp_path, model, tok, history, Dataset(texts, np.array([1, 0, 1, 0])), "classifier_small.npz")
+    finally:
+        plt.Figure.savefig = real_save
+    assert len(titles) == 3 and all("classifier_small.npz (D=8" in t for t in titles)

@@ -243,6 +243,34 @@ def distillation_case(lead, C, temperature, seed):
             backward, inputs, ["student_logits"])
 
 
+@gradient_case("RoPE (rotary positions)", "rope, rope_backward", lead=shapes(0, 2), T=sizes, Dh=st.integers(1, 7),
+               offset=st.integers(0, 50), seed=seeds)
+def rope_case(lead, T, Dh, offset, seed):
+    """Odd Dh included: the last feature has no partner and passes through unrotated."""
+    x = np.random.default_rng(seed).standard_normal(lead + (T, Dh))
+    positions = np.arange(offset, offset + T)
+    return (lambda x: F.rope(x, positions)[0],
+            lambda dy, x: {"x": F.rope_backward(dy, F.rope(x, positions)[1])},
+            {"x": x}, None)
+
+
+@gradient_case("attention with an ALiBi bias", "scaled_dot_product_attention(bias=alibi_bias(...)), backward",
+               B=st.integers(1, 2), H=st.integers(1, 5), T=sizes, Dh=st.integers(1, 4), causal=st.booleans(),
+               seed=seeds)
+def alibi_attention_case(B, H, T, Dh, causal, seed):
+    rng = np.random.default_rng(seed)
+    bias = F.alibi_bias(H, T, dtype=np.float64)                      # (H, T, T)
+    mask = F.causal_mask(T) if causal else None
+    q, k, v = (rng.standard_normal((B, H, T, Dh)) for _ in range(3))
+
+    def backward(dout, q, k, v):
+        dq, dk, dv = F.scaled_dot_product_attention_backward(
+            dout, F.scaled_dot_product_attention(q, k, v, mask, bias=bias)[2])
+        return {"q": dq, "k": dk, "v": dv}
+    return (lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask, bias=bias)[0], backward,
+            {"q": q, "k": k, "v": v}, None)
+
+
 def _given_case(formula):
     return given(**GRADIENT_CASES[formula][2])
 
@@ -290,6 +318,16 @@ def test_embedding_backward_accumulates_repeated_ids(**kw):
 @_given_case("scaled dot-product attention")
 def test_attention_backward_matches_numerical_gradient_for_every_mask_and_layout(**kw):
     assert_gradients_match(*attention_case(**kw))
+
+
+@_given_case("RoPE (rotary positions)")
+def test_rope_backward_matches_numerical_gradient_odd_and_even_widths(**kw):
+    assert_gradients_match(*rope_case(**kw))
+
+
+@_given_case("attention with an ALiBi bias")
+def test_attention_with_alibi_bias_backward_matches_numerical_gradient(**kw):
+    assert_gradients_match(*alibi_attention_case(**kw))
 
 
 @_given_case("split heads")

@@ -183,6 +183,18 @@ def test_finetune_command_writes_a_checkpoint_that_records_where_its_weights_cam
     capsys.readouterr()
     assert cli.main(["predict", str(out / "classifier.npz"), "很好"]) == 0      # predict opens it too
     assert "很好" in capsys.readouterr().out
+    assert cli.main(["evaluate", str(out / "classifier.npz"), "--data", str(_tiny_tsv(tmp_path))]) == 0
+    assert "accuracy" in capsys.readouterr().out                                # and evaluate
+
+
+@pytest.mark.parametrize("command", [["predict", "{p}", "很好"], ["evaluate", "{p}"]])
+def test_predict_and_evaluate_on_an_mlm_checkpoint_say_to_fine_tune_it_first(tmp_path, capsys, command):
+    from numpy_transformer import cli
+    path, _, _ = _saved_lm(tmp_path, cls=TransformerMLM)
+    assert cli.main([a.format(p=path) for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "masked language model (TransformerMLM)" in err and "finetune" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, words", [

@@ -190,11 +190,34 @@ def test_attention_map_annotates_small_maps_only():
     assert len(fig.axes[0].texts) == 0
 
 
-def test_attention_map_uses_a_fixed_0_to_1_scale_by_default():
-    image = viz.attention_map(np.full((2, 2), 0.5), ["a", "b"]).axes[0].images[0]
-    assert image.get_clim() == (0.0, 1.0)
-    image = viz.attention_map(np.full((2, 2), 0.5), ["a", "b"], vmax="auto").axes[0].images[0]
-    assert image.get_clim() == (0.0, 0.5)
+def test_attention_colour_scales_follow_one_rule_and_the_colour_bar_says_it():
+    fig = viz.attention_map(np.full((2, 2), 0.5), ["a", "b"])
+    assert fig.axes[0].images[0].get_clim() == (0.0, 0.5)              # default: 0 to the largest weight
+    assert fig.axes[1].get_ylabel() == "attention weight (colour: 0 to this figure's largest, 0.50)"
+    fig = viz.attention_map(np.full((2, 2), 0.5), ["a", "b"], vmax=1.0)
+    assert fig.axes[0].images[0].get_clim() == (0.0, 1.0)
+    assert fig.axes[1].get_ylabel() == "attention weight (colour: 0 to 1)"
+    rng = np.random.default_rng(0)
+    grid = viz.attention_grid(random_attention(rng, 2, 4, 5, 5), list("abcde"))
+    largest = max(float(ax.images[0].get_array().max()) for ax in grid.axes if ax.images)
+    assert {ax.images[0].get_clim() for ax in grid.axes if ax.images} == {(0.0, largest)}
+    assert grid.axes[-1].get_ylabel().startswith("attention weight (colour: 0 to this figure's largest")
+
+
+@pytest.mark.parametrize("T", [6, 19, 21])      # the demo draws sentences of up to 20 characters + [CLS]
+def test_attention_grids_are_readable_at_handout_size(T):
+    """At most HANDOUT_WIDTH inches wide, token labels >= 6.5 pt there, a row never mixes two layers."""
+    rng = np.random.default_rng(1)
+    fig = viz.attention_grid(random_attention(rng, 2, 4, T, T), [f"字{i}"[-1] for i in range(T)])
+    assert fig.get_size_inches()[0] <= viz.HANDOUT_WIDTH + 1e-9
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 8
+    sizes = {t.get_fontsize() for ax in heatmaps for t in ax.get_yticklabels()}
+    assert min(sizes) >= 6.5
+    ncols = heatmaps[0].get_gridspec().ncols
+    assert 4 % ncols == 0 and ncols >= 2
+    if T <= 6:
+        assert ncols == 4                            # short sentences: one layer per row
 
 
 def test_attention_map_rejects_wrong_token_count_naming_the_argument():
@@ -336,3 +359,47 @@ def test_training_curves_draws_a_train_history_dict_and_skips_other_entries():
         "train_loss", "valid_loss", "lowest valid_loss"]
     assert [line.get_label() for line in score_ax.lines] == ["valid_acc"]
     assert loss_ax.lines[-1].get_xdata()[0] == 20  # lowest valid_loss at step 20
+
+
+def test_training_curves_draw_the_loss_logged_within_epochs():
+    history = {"epoch": [1, 2], "step": [10, 20], "train_loss": [0.9, 0.5], "valid_loss": [0.8, 0.6],
+               "valid_acc": [0.6, 0.7], "curve_step": [2, 4, 6, 8, 10, 12, 14, 16, 18, 20],
+               "curve_loss": [1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.55, 0.5, 0.45]}
+    loss_ax = viz.training_curves(history).axes[0]
+    within = [line for line in loss_ax.lines if line.get_label().startswith("train_loss within epochs")]
+    assert len(within) == 1 and len(within[0].get_xdata()) == 10
+    with pytest.raises(ValueError, match="curve_loss"):
+        viz.training_curves({**history, "curve_loss": [1.0]})
+
+
+def test_notebook_setup_outside_ipython_sets_print_options_and_dpi_and_names_the_font(capsys):
+    before, dpi = np.get_printoptions(), matplotlib.rcParams["figure.dpi"]
+    try:
+        family = viz.notebook_setup(precision=4)
+        assert np.get_printoptions()["precision"] == 4 and np.get_printoptions()["suppress"]
+        assert matplotlib.rcParams["figure.dpi"] == viz.NOTEBOOK_DPI
+        assert capsys.readouterr().out == f"font for Chinese labels: {family}\n"
+    finally:
+        np.set_printoptions(**before)
+        matplotlib.rcParams["figure.dpi"] = dpi
+
+
+def test_compact_png_is_a_png():
+    fig, ax = plt.subplots()
+    ax.imshow(np.arange(12.0).reshape(3, 4))
+    assert viz._compact_png(fig).startswith(PNG_MAGIC)
+
+
+def test_table_escapes_its_strings(monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", shown.append)
+    viz.table([[0.5, "<b>"]], ["row"], ["x", "y"])
+    html = shown[0].data
+    assert "<td>0.500</td>" in html and "&lt;b&gt;" in html and "<th>row</th>" in html
+
+
+def test_text_colour_is_white_on_dark_cells_and_black_on_light_ones():
+    assert viz.text_colour((0.0, 0.0, 0.2, 1.0)) == "white"
+    assert viz.text_colour((1.0, 1.0, 0.9, 1.0)) == "black"
+    cmap = plt.get_cmap("RdBu_r")
+    assert viz.text_colour(cmap(0.0)) == "white" and viz.text_colour(cmap(0.5)) == "black"
