@@ -7,6 +7,10 @@ Commands
   predict    label and every class's probability for each text (arguments, --file, or - for stdin)
   attention  attention maps of a checkpoint for one text, as a PNG
   figures    regenerate every PNG in figures/
+  zeroshot   label-word scores of a pre-trained language model, raw and calibrated (notebook 13)
+  fewshot    accuracy vs k labels per class: prototypes, linear models, fine-tuning (notebook 13)
+  finetune   a classifier from a pre-trained LM or MLM checkpoint, optionally domain-adapted (notebook 11)
+  domains    how many reviews the keyword rule puts in each domain (notebook 11)
 
 Bad input (an empty text, a missing file, a malformed TSV, a bad flag, an
 unwritable --out ...) ends with one line ``error: ...`` on stderr and exit
@@ -28,7 +32,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "longtext", "transfer")
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot", "longtext", "transfer")
 
 
 class UserError(Exception):
@@ -115,27 +119,34 @@ def _train_config(args):
                        max_steps=args.steps, log_every=args.log_every)
 
 
-def _load_checkpoint(path, command="predict"):
+def _open_checkpoint(path):
+    """Any model checkpoint that can read text: (model, tokenizer, checkpoint), or one clear error."""
     from .checkpoint import load
     from .tokenizer import CharTokenizer
     if not Path(path).exists():
         raise UserError(f"checkpoint {str(path)!r} does not exist (train one with "
                         f"`python -m numpy_transformer train --out DIR`)")
     ckpt = load(path)
+    if ckpt.tokenizer is None:
+        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
+    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+
+
+def _load_checkpoint(path, command="predict"):
+    """A classifier checkpoint for ``command``; a language model is named as one."""
     from .models import TransformerClassifier, TransformerLM
-    kind = type(ckpt.model).__name__
+    model, tokenizer, ckpt = _open_checkpoint(path)
+    kind = type(model).__name__
     if kind == "TransformerMLM":                 # the transfer chapter's masked LM (mlm.py): an encoder to fine-tune
         raise UserError(f"checkpoint {str(path)!r}: this is a masked language model (TransformerMLM), not a "
                         f"classifier; fine-tune it first (`python -m numpy_transformer finetune --init-from "
                         f"{str(path)} --out DIR`), then {command} with the result")
-    if isinstance(ckpt.model, TransformerLM):
+    if isinstance(model, TransformerLM):
         raise UserError(f"checkpoint {str(path)!r}: this is a language model ({kind}), not a classifier; "
                         f"use generate, not {command}")
-    if not isinstance(ckpt.model, TransformerClassifier):   # a fine-tuned TransferClassifier is one
+    if not isinstance(model, TransformerClassifier):        # a fine-tuned TransferClassifier is one
         raise UserError(f"checkpoint {str(path)!r} holds a {kind}, expected a TransformerClassifier")
-    if ckpt.tokenizer is None:
-        raise UserError(f"checkpoint {str(path)!r} carries no tokenizer, so it cannot read text")
-    return ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt
+    return model, tokenizer, ckpt
 
 
 def _check_texts(texts, tokenizer, max_len, out=None):

@@ -13,6 +13,8 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
     ex5  positional_encoding(T, D)                    -> PE (T, D)
     ex6  top_p_filter(probs, p)                       -> kept (..., V)  (nucleus sampling's cut-off)
     ex7  coral_backward(xs, xt)                       -> dxs, dxt      (of the CORAL loss itself)
+    ex9  prototype_classify(support_x, support_y, query_x, query_y)
+                                                      -> distances (Nq, C), pred (Nq,), accuracy
     ex10 rope_forward(x)                              -> y             (RoPE, the long-text chapter)
          rope_backward(dy)                            -> dx
          rope_attention(q, k, v)                      -> out
@@ -71,7 +73,7 @@ __all__ = [
     "CheckResult", "solutions", "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
-    "check_positional_encoding", "check_top_p_filter", "check_coral_backward",
+    "check_positional_encoding", "check_top_p_filter", "check_coral_backward", "check_prototype_classify",
     "check_rope_forward", "check_rope_backward", "check_rope_attention",
 ]
 
@@ -233,6 +235,23 @@ class _Solutions:
         np.put_along_axis(keep, order, keep_sorted, axis=-1)   # back to vocabulary order
         kept = np.where(keep, probs, 0.0)
         return kept / kept.sum(axis=-1, keepdims=True)         # a distribution again
+
+    @staticmethod
+    def prototype_classify(support_x, support_y, query_x, query_y):
+        """support_x (Ns, D), support_y (Ns,) in 0..C-1, query_x (Nq, D), query_y (Nq,)
+        -> distances (Nq, C) cosine distances to each class prototype, pred (Nq,), accuracy (a number)."""
+        C = int(support_y.max()) + 1
+        # prototype of class c = the mean of its *support* examples; row c is class c (np.arange, not the
+        # order in which the classes first appear in support_y)
+        protos = np.stack([support_x[support_y == c].mean(axis=0) for c in range(C)])   # (C, D)
+        q = query_x / np.linalg.norm(query_x, axis=1, keepdims=True)                    # (Nq, D) unit rows
+        p = protos / np.linalg.norm(protos, axis=1, keepdims=True)                      # (C, D) unit rows
+        distances = 1.0 - q @ p.T                                                       # (Nq, C)
+        pred = distances.argmin(axis=1)                                                 # the *nearest* prototype
+        accuracy = (pred == query_y).mean()
+        return distances, pred, accuracy
+
+    @staticmethod
     def rope_forward(x):
         """x (..., T, D), D even -> y: the pair (2i, 2i+1) of row t turned by the angle t * 10000^(-2i/D)."""
         T, D = x.shape[-2:]
@@ -708,6 +727,47 @@ def _mistake_top_p_ascending(probs, p):
 
 def _mistake_top_p_sorted_order(probs, p):
     return -np.sort(-solutions.top_p_filter(probs, p), axis=-1)
+def _prototype_variant(support_x, support_y, query_x, query_y, normalise="both", nearest="argmin",
+                       prototypes_from="support", order="sorted", metric="cosine"):
+    if prototypes_from == "support":
+        x, y = support_x, support_y
+    else:
+        x, y = query_x, query_y
+    classes = np.arange(int(support_y.max()) + 1) if order == "sorted" else \
+        np.array(list(dict.fromkeys(support_y.tolist())))
+    protos = np.stack([x[y == c].mean(axis=0) for c in classes])
+    if metric == "euclidean":
+        d = ((query_x[:, None, :] - protos[None]) ** 2).sum(-1)
+    else:
+        q = query_x / np.linalg.norm(query_x, axis=1, keepdims=True) if normalise in ("both", "queries") else query_x
+        p = protos / np.linalg.norm(protos, axis=1, keepdims=True) if normalise == "both" else protos
+        d = 1.0 - q @ p.T
+    pred = d.argmin(axis=1) if nearest == "argmin" else d.argmax(axis=1)
+    return d, pred, (pred == query_y).mean()
+
+
+def _mistake_proto_no_normalisation(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, normalise="none")
+
+
+def _mistake_proto_prototypes_not_normalised(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, normalise="queries")
+
+
+def _mistake_proto_argmax(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, nearest="argmax")
+
+
+def _mistake_proto_from_queries(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, prototypes_from="query")
+
+
+def _mistake_proto_class_order(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, order="first_seen")
+
+
+def _mistake_proto_euclidean(support_x, support_y, query_x, query_y):
+    return _prototype_variant(support_x, support_y, query_x, query_y, metric="euclidean")
 # ---- RoPE (the long-text chapter) ----------------------------------------- #
 
 def _rope_variant(x, layout="pairs", exponent=2.0, sign=1.0, first_position=0):
@@ -1341,6 +1401,32 @@ def _positional_encoding_cases():
     ]
 
 
+def _prototype_inputs(seed, C, D, per_class, n_query, first_class):
+    """Clusters around C random directions, each vector scaled by its own length in [0.3, 3]: raw embeddings
+    are not unit vectors, so forgetting to normalise changes the answer. support_y starts with
+    ``first_class`` so that "classes in order of appearance" is not 0, 1, ..."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(C, D))
+
+    def draw(labels):
+        x = centres[labels] + 0.8 * rng.normal(size=(len(labels), D))
+        return x * rng.uniform(0.3, 3.0, size=(len(labels), 1))
+
+    support_y = np.array([(first_class + i) % C for i in range(C)] * per_class)
+    query_y = rng.integers(0, C, size=n_query)
+    return draw(support_y), support_y, draw(query_y), query_y
+
+
+def _prototype_cases():
+    cases = []
+    specs = ((60, 2, 4, 3, 8, 1, "2 classes, D = 4, 3 support examples each (support_y starts with class 1), "
+                                 "8 queries", ""),
+             (61, 3, 5, 4, 9, 2, "3 classes, odd D = 5, 4 support examples each, 9 queries",
+              "Three classes here: a prototype per class, row c for class c."))
+    for seed, C, D, per_class, n_query, first, label, hint in specs:
+        args = _prototype_inputs(seed, C, D, per_class, n_query, first)
+        expected = tuple(np.asarray(o, dtype=np.float64) for o in solutions.prototype_classify(*_copies(args)))
+        cases.append(_Case(label, args, expected, None, hint))
 def _rope_cases(kind):
     cases = []
     for seed, shape, label in ((60, (6, 8), "x (6, 8): T = 6 positions, D = 8"),
@@ -1716,6 +1802,39 @@ _EXERCISES = {ex.name: ex for ex in (
         shape_notes={"kept": "kept is shaped like probs: one probability per token of the vocabulary."},
     ),
     _Exercise(
+        "prototype_classify", ("support_x", "support_y", "query_x", "query_y"), ("distances", "pred", "accuracy"),
+        _prototype_cases,
+        (
+            _Mistake("no_normalisation", "used the dot product without normalising (1 − x·p is not a cosine "
+                                         "distance)",
+                     "cos(x, p) = x·p / (‖x‖ ‖p‖): divide every query and every prototype by its length "
+                     "(np.linalg.norm(..., axis=1, keepdims=True)) first. Otherwise long vectors look close "
+                     "to everything.", _mistake_proto_no_normalisation),
+            _Mistake("prototypes_not_normalised", "normalised the queries but not the prototypes",
+                     "The mean of several vectors is shorter than they are, and by a different amount for "
+                     "each class: normalise the prototypes too, after taking the mean.",
+                     _mistake_proto_prototypes_not_normalised),
+            _Mistake("argmax_distance", "took the argmax of the distances: that is the farthest prototype",
+                     "A distance is small for a near prototype: pred = distances.argmin(axis=1) (or the argmax "
+                     "of the similarity, 1 − distance).", _mistake_proto_argmax),
+            _Mistake("prototypes_from_queries", "built the prototypes from the query (test) examples and their "
+                                                "labels",
+                     "The prototypes may only use the labelled support examples; the query labels are there only "
+                     "to count the accuracy. Built from the test texts, the prototypes have seen the answers.",
+                     _mistake_proto_from_queries),
+            _Mistake("class_order", "put the prototypes in the order in which the classes first appear in support_y",
+                     "Row c of the prototypes must be class c, so that the argmin is a class id: loop over "
+                     "range(C) (or np.unique, which sorts), not over the labels as they come.",
+                     _mistake_proto_class_order),
+            _Mistake("euclidean", "used the squared Euclidean distance instead of the cosine distance",
+                     "Both are prototype distances (Snell et al. 2017 use the squared Euclidean one), but this "
+                     "exercise asks for 1 − cos(x, p).", _mistake_proto_euclidean),
+        ),
+        shape_notes={"distances": "distances has one row per query and one column per class: (Nq, C).",
+                     "pred": "pred has one class id per query: (Nq,).",
+                     "accuracy": "accuracy is one number, the fraction of queries with pred == query_y."},
+    ),
+    _Exercise(
         "rope_forward", ("x",), ("y",), lambda: _rope_cases("forward"),
         (
             _Mistake("halves", "paired feature i with i + D/2 (GPT-NeoX's layout) instead of the neighbours "
@@ -1780,6 +1899,11 @@ _EXERCISES = {ex.name: ex for ex in (
 # --------------------------------------------------------------------------- #
 # The checks, one per student function
 # --------------------------------------------------------------------------- #
+
+def check_prototype_classify(fn, verbose=True):
+    """Check ``prototype_classify(support_x, support_y, query_x, query_y) -> (distances, pred, accuracy)``."""
+    return _check("prototype_classify", fn, verbose)
+
 
 def check_linear_backward(fn, verbose=True):
     """Check ``linear_backward(dy, x, W) -> (dx, dW, db)`` against numerical gradients of y = x W + b."""

@@ -21,6 +21,8 @@ attention_seed_sentence2_mean.png    averaged, sentence 2
 training_curves.png                  loss and validation accuracy of that training run
 roc_test.png                         ROC curve on the test split
 confusion_test.png                   confusion matrix on the test split, rates defined (E5)
+fewshot_curves.png                   notebook 13: test accuracy vs k labelled reviews per class
+zeroshot_calibration.png             notebook 13: label words before/after contextual calibration
 ==================================== =====================================================
 
 The trained model is the small checkpoint committed at
@@ -29,6 +31,9 @@ are inside). With ``quick=True`` nothing is read from disk but the corpus: a
 tiny classifier is trained for a few steps on a small slice, so that the
 whole generator runs in seconds and a test can keep it from rotting.
 (``figures/attention_cost.png`` comes from ``benchmarks/``, not from here.)
+The two zero-/few-shot figures are drawn, in both modes, from the experiment's
+shipped results, ``notebooks/assets/zeroshot_results.json`` (about 20 minutes
+of compute to remake: see notebooks/assets/README.md).
 """
 
 from __future__ import annotations
@@ -52,10 +57,15 @@ FIGURE_NAMES = (
     "training_curves.png",
     "roc_test.png",
     "confusion_test.png",
+    "fewshot_curves.png",
+    "zeroshot_calibration.png",
 )
 
 #: Where the repository keeps the small trained classifier the figures are drawn from.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "notebooks" / "assets" / "classifier_small.npz"
+
+#: The zero-shot / few-shot experiment's results (python -m numpy_transformer fewshot ...).
+DEFAULT_ZEROSHOT_RESULTS = DEFAULT_CHECKPOINT.parent / "zeroshot_results.json"
 
 # The example the mask figures use: a short review padded to the batch's longest text.
 _MASK_TEXTS = ("太无聊了", "我很喜欢阅读")
@@ -214,6 +224,21 @@ def _evaluation(out_dir: Path, model, tok, history, test, source: str = "") -> l
     return paths
 
 
+def _zero_and_few_shot(out_dir: Path, results_path: Path) -> list[Path]:
+    import json
+
+    from . import viz
+
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{results_path}: the zero-/few-shot results are missing; make them with "
+                                f"python -m numpy_transformer fewshot notebooks/assets/lm_small.npz --out {results_path}")
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    zero = results["zero_shot"]
+    line = {"best zero-shot (label words, calibrated)": zero["best_calibrated"]["test_accuracy"]}
+    return [_save(viz.few_shot_curves(results["few_shot"], line), out_dir / "fewshot_curves.png"),
+            _save(viz.calibration_bars(zero["label_words"]), out_dir / "zeroshot_calibration.png")]
+
+
 # --------------------------------------------------------------------------- #
 # The one entry point
 # --------------------------------------------------------------------------- #
@@ -239,6 +264,7 @@ def make_all(out_dir: Path, quick: bool = False, checkpoint: Path | None = None)
         model, tok, history, test = _trained_model(path)
         source = path.name
     paths = (_positional_encoding(out_dir) + _masks(out_dir) + _toy_attention(out_dir)
-             + _seed_attention(out_dir, model, tok) + _evaluation(out_dir, model, tok, history, test, source))
+             + _seed_attention(out_dir, model, tok) + _evaluation(out_dir, model, tok, history, test, source)
+             + _zero_and_few_shot(out_dir, DEFAULT_ZEROSHOT_RESULTS))
     by_name = {p.name: p for p in paths}
     return [by_name[name] for name in FIGURE_NAMES]

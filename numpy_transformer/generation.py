@@ -50,7 +50,6 @@ logits and the same text; the cached one pays the full price only once every
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

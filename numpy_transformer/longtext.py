@@ -36,7 +36,6 @@ Shapes: N documents, K chunks in all (``owner`` (K,) says whose), D, C.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -813,6 +813,98 @@ def confusion_plot(cm, label_names, ax=None, path=None, normalize=False, positiv
     return _finish(fig, path)
 
 
+# --------------------------------------------------------------------------- #
+# Zero-shot and few-shot (notebook 13): curves over k, label words before and after calibration
+# --------------------------------------------------------------------------- #
+
+_FEW_SHOT_STYLE = {   # method key -> (label, colour, marker)
+    "proto_cosine": ("prototypes, cosine", "tab:blue", "o"),
+    "proto_euclidean": ("prototypes, squared Euclidean", "tab:cyan", "s"),
+    "lr_embedding": ("logistic regression on the embeddings", "tab:green", "^"),
+    "tfidf_lr": ("character TF-IDF + logistic regression", "tab:red", "v"),
+}
+
+
+def few_shot_curves(result, zero_shot=None, path=None):
+    """Test accuracy against the number of labelled examples per class, every method on one axes.
+
+    result: the ``few_shot`` dict of `zeroshot.few_shot_experiment` (``accuracy[method][str(k)]`` = one
+    accuracy per draw). A line is the mean over draws, the band mean ± one standard deviation.
+    Fine-tuning (few draws, a subset of the test texts) is drawn as separate points, with the cosine
+    prototypes of the same draws on the same texts beside it. zero_shot: optional {label: accuracy},
+    drawn as horizontal lines (no labels at all). Returns the Figure.
+    """
+    acc = result["accuracy"]
+    fig, ax = _new_figure((7.5, 4.6), layout="constrained")
+    for key, (label, colour, marker) in _FEW_SHOT_STYLE.items():
+        if not acc.get(key):
+            continue
+        ks = sorted(int(k) for k in acc[key])
+        runs = [np.asarray(acc[key][str(k)], dtype=float) for k in ks]
+        mean = np.array([r.mean() for r in runs])
+        std = np.array([r.std() for r in runs])
+        ax.plot(ks, mean, marker=marker, color=colour, label=f"{label} ({len(runs[0])} draws)")
+        ax.fill_between(ks, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+    if acc.get("finetune"):
+        ks = sorted(int(k) for k in acc["finetune"])
+        ft = [float(np.mean(acc["finetune"][str(k)])) for k in ks]
+        pr = [float(np.mean(acc["proto_cosine_subset"][str(k)])) for k in ks]
+        ft_info = result.get("finetune", {})
+        n = len(acc["finetune"][str(ks[0])])
+        ax.plot(ks, ft, "D--", color="tab:purple", markersize=6,
+                label=f"fine-tune the whole model ({n} draw{'s' if n > 1 else ''}, "
+                      f"{ft_info.get('n_test', '?')} test texts)")
+        ax.plot(ks, pr, "o:", color="tab:blue", markerfacecolor="none", markersize=7,
+                label="prototypes, cosine, on those draws and texts")
+    for (label, value), style in zip((zero_shot or {}).items(), ("--", "-.", ":")):
+        ax.axhline(value, color="0.35", linestyle=style, linewidth=1)
+        ax.text(1, value, f" {label}: {value:.3f}", va="bottom", fontsize=8, color="0.25")
+    ax.axhline(0.5, color="0.7", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([int(k) for k in result["ks"]], [str(k) for k in result["ks"]])
+    ax.set_xlabel("labelled examples per class, k")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"few-shot sentiment: mean ± 1 s.d. over draws, {result.get('n_test', '?')} test reviews",
+                 fontsize=10)
+    ax.legend(fontsize=7.5, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+def calibration_bars(rows, split="valid", path=None):
+    """Label-word accuracy before and after contextual calibration, one pair of bars per alternative.
+
+    rows: the ``label_words`` list of `zeroshot.zero_shot_experiment` (each with ``name``,
+    ``calibrated`` and ``<split>_accuracy``). Alternatives without that split are skipped.
+    Returns the Figure.
+    """
+    pairs = {}
+    for r in rows:
+        if f"{split}_accuracy" in r:
+            pairs.setdefault(r["name"], {})[bool(r["calibrated"])] = r[f"{split}_accuracy"]
+    names = [n for n, v in pairs.items() if len(v) == 2]
+    if not names:
+        raise ValueError(f"rows: no alternative has both a raw and a calibrated {split}_accuracy")
+    _use_cjk_if_needed(names)
+    y = np.arange(len(names))
+    fig, ax = _new_figure((7.5, 0.42 * len(names) + 1.3), layout="constrained")
+    raw = [pairs[n][False] for n in names]
+    cal = [pairs[n][True] for n in names]
+    ax.barh(y - 0.2, raw, height=0.38, color="0.65", label="raw P(label word)")
+    ax.barh(y + 0.2, cal, height=0.38, color="tab:blue", label="calibrated (÷ content-free P)")
+    for yy, a, b in zip(y, raw, cal):
+        ax.text(a, yy - 0.2, f" {a:.3f}", va="center", fontsize=7)
+        ax.text(b, yy + 0.2, f" {b:.3f}", va="center", fontsize=7)
+    ax.axvline(0.5, color="0.3", linewidth=0.8, linestyle=":")
+    ax.set_yticks(y, names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0.3, 1.0)
+    ax.set_xlabel(f"{'validation' if split == 'valid' else split} accuracy")
+    ax.set_title("zero-shot label words: before and after contextual calibration", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    return _finish(fig, path)
+
+
 # ----------------------------------------------------------------------------
 # Notebooks
 # ----------------------------------------------------------------------------

@@ -80,6 +80,24 @@ def _cross_entropy_via_log_softmax(logits, targets):
     return F.log_softmax_backward(dlogp, cache)
 
 
+def _prototypes_with_zeroshot(support_x, support_y, query_x, query_y):
+    """The library's own functions (numpy_transformer/zeroshot.py) must agree with the reference."""
+    from numpy_transformer import zeroshot as Z
+    C = int(support_y.max()) + 1
+    d = Z.prototype_distances(query_x, Z.class_prototypes(support_x, support_y, C), "cosine")
+    return d, d.argmin(1), float((d.argmin(1) == query_y).mean())
+
+
+def _prototypes_by_similarity(support_x, support_y, query_x, query_y):
+    """np.unique for the classes, a similarity's argmax, a Python list for pred."""
+    classes = np.unique(support_y)
+    protos = np.array([np.mean(support_x[support_y == c], axis=0) for c in classes])
+    sim = np.einsum("nd,cd->nc", query_x, protos) / np.outer(np.linalg.norm(query_x, axis=1),
+                                                            np.linalg.norm(protos, axis=1))
+    pred = [int(i) for i in sim.argmax(axis=1)]
+    return 1 - sim, pred, np.mean(np.array(pred) == query_y)
+
+
 @pytest.mark.parametrize("name, fn", [
     ("softmax_backward", _softmax_backward_by_jacobian),
     ("layernorm_backward", _layernorm_backward_long_form),
@@ -91,6 +109,8 @@ def _cross_entropy_via_log_softmax(logits, targets):
         dout, (q, k, v, weights, 1 / np.sqrt(q.shape[-1])))),
     ("linear_backward", lambda dy, x, W: F.linear_backward(dy, (x, W, True))),
     ("coral_backward", lambda xs, xt: F.coral_loss_backward(1.0, F.coral_loss(xs, xt)[1])),
+    ("prototype_classify", _prototypes_with_zeroshot),
+    ("prototype_classify", _prototypes_by_similarity),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_correct_answers_written_differently_also_pass(name, fn):
     result = check(name, fn)
@@ -131,6 +151,10 @@ REQUIRED = [
     ("coral_backward", "forgot_n_minus_1", "1/(n − 1)"),
     ("coral_backward", "no_centering", "without centring"),
     ("coral_backward", "one_domain", "source only"),
+    ("prototype_classify", "no_normalisation", "without normalising"),
+    ("prototype_classify", "argmax_distance", "argmax of the distances"),
+    ("prototype_classify", "prototypes_from_queries", "from the query (test) examples"),
+    ("prototype_classify", "class_order", "order in which the classes first appear"),
 ]
 
 
@@ -159,6 +183,16 @@ def _layernorm_with_np_std(x, gamma, beta, eps=1e-5):
     return gamma * xhat + beta, xhat, 1 / (sigma + eps)
 
 
+def _prototypes_farthest(support_x, support_y, query_x, query_y):
+    d, _, _ = E.solutions.prototype_classify(support_x, support_y, query_x, query_y)
+    pred = np.array([int(np.argmax(row)) for row in d])
+    return d, pred, (pred == query_y).sum() / len(query_y)
+
+
+def _prototypes_from_the_test_texts(support_x, support_y, query_x, query_y):
+    return E.solutions.prototype_classify(query_x, query_y, query_x, query_y)
+
+
 def _pe_seed_style(T, D):
     pe = np.empty((T, D))
     for pos in range(T):
@@ -177,6 +211,9 @@ def _pe_seed_style(T, D):
     ("cross_entropy_backward", lambda z, t: E.solutions.cross_entropy_backward(z, t) * len(t), "forgot_divide_by_N"),
     ("positional_encoding", _pe_seed_style, "seed_sin_plus_cos"),
     ("positional_encoding", lambda T, D: E.solutions.positional_encoding(T, D).T.astype(np.float32), "transposed_PE"),
+    ("prototype_classify", _prototypes_farthest, "argmax_distance"),
+    ("prototype_classify", _prototypes_from_the_test_texts,
+     "prototypes_from_queries"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_mistakes_are_recognised_by_value_however_they_are_written(name, fn, key):
     result = check(name, fn)

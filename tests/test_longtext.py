@@ -181,8 +181,8 @@ def test_evaluate_and_predict_read_long_texts(chunked_checkpoint, long_tsv, flag
     assert main(["evaluate", str(chunked_checkpoint), "--data", str(long_tsv), "--split", "valid"] + flags) == 0
     assert "accuracy" in capsys.readouterr().out
     assert main(["predict", str(chunked_checkpoint), LONG_POS * 2] + flags) == 0
-    out = capsys.readouterr().out
-    assert ("truncated" in out) == (flags == ["--long", "truncate"])
+    captured = capsys.readouterr()
+    assert ("truncated" in captured.err) == (flags == ["--long", "truncate"])   # notes go to stderr
 
 
 def test_attention_draws_one_map_per_chunk_and_names_the_decisive_one(chunked_checkpoint, tmp_path, capsys):

@@ -71,7 +71,7 @@ def cmd_pretrain(args):
 def cmd_generate(args):
     import numpy as np
 
-    from ..cli import _load_checkpoint
+    from ..cli import _open_checkpoint
     from ..generation import generate
     from ..tokenizer import BOS_ID, CLS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -89,7 +89,7 @@ def cmd_generate(args):
         raise UserError(f"--max-new-tokens: expected a non-negative integer, got {args.max_new_tokens}")
     if args.num_beams < 1:
         raise UserError(f"--num-beams: expected a positive integer, got {args.num_beams}")
-    model, tok, _ = _load_checkpoint(args.checkpoint)
+    model, tok, _ = _open_checkpoint(args.checkpoint)
     if not hasattr(model, "forward_cached"):
         raise UserError(f"checkpoint {args.checkpoint!r} holds a {type(model).__name__}, not a language model; "
                         f"generate needs one made by `python -m numpy_transformer pretrain`")

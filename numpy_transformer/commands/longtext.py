@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cli import UserError, _load_checkpoint, _load_data, _plot_attention, _print_metrics
+from ..cli import UserError, _load_checkpoint, _load_data, _plot_attention
 
 
 def long_text_choice(args, ckpt, max_len):
