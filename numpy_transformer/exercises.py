@@ -1427,6 +1427,9 @@ def _prototype_cases():
         args = _prototype_inputs(seed, C, D, per_class, n_query, first)
         expected = tuple(np.asarray(o, dtype=np.float64) for o in solutions.prototype_classify(*_copies(args)))
         cases.append(_Case(label, args, expected, None, hint))
+    return cases
+
+
 def _rope_cases(kind):
     cases = []
     for seed, shape, label in ((60, (6, 8), "x (6, 8): T = 6 positions, D = 8"),
