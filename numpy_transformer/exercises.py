@@ -753,6 +753,8 @@ def _mistake_proto_class_order(support_x, support_y, query_x, query_y):
 
 def _mistake_proto_euclidean(support_x, support_y, query_x, query_y):
     return _prototype_variant(support_x, support_y, query_x, query_y, metric="euclidean")
+
+
 # ---- RoPE (the long-text chapter) ----------------------------------------- #
 
 def _rope_variant(x, layout="pairs", exponent=2.0, sign=1.0, first_position=0):
@@ -1412,6 +1414,9 @@ def _prototype_cases():
         args = _prototype_inputs(seed, C, D, per_class, n_query, first)
         expected = tuple(np.asarray(o, dtype=np.float64) for o in solutions.prototype_classify(*_copies(args)))
         cases.append(_Case(label, args, expected, None, hint))
+    return cases
+
+
 def _rope_cases(kind):
     cases = []
     for seed, shape, label in ((60, (6, 8), "x (6, 8): T = 6 positions, D = 8"),
