@@ -768,6 +768,8 @@ def _mistake_proto_class_order(support_x, support_y, query_x, query_y):
 
 def _mistake_proto_euclidean(support_x, support_y, query_x, query_y):
     return _prototype_variant(support_x, support_y, query_x, query_y, metric="euclidean")
+
+
 # ---- RoPE (the long-text chapter) ----------------------------------------- #
 
 def _rope_variant(x, layout="pairs", exponent=2.0, sign=1.0, first_position=0):
