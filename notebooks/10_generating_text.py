@@ -22,8 +22,10 @@
 # 5. bits per character against the n-gram model a user would try first.
 
 # %%
-# %matplotlib inline
-# %config InlineBackend.figure_formats = ['png']
+from numpy_transformer import viz
+viz.notebook_setup(precision=4)
+
+# %%
 import json
 import time
 from pathlib import Path
@@ -34,15 +36,11 @@ import numpy as np
 from numpy_transformer import corpus as C
 from numpy_transformer import functional as F
 from numpy_transformer import generation as G
-from numpy_transformer import viz
 from numpy_transformer.checkpoint import load
 from numpy_transformer.tokenizer import BOS_ID, CLS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer
 
 RETRAIN = False   # True: pre-train the language model from scratch (the command in notebooks/assets/README.md)
 
-plt.rcParams["figure.dpi"] = 80
-np.set_printoptions(precision=4, suppress=True, linewidth=100)
-print("font for Chinese labels:", viz.use_cjk_font())
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 
 # %% [markdown]

@@ -23,6 +23,10 @@
 # files; set `RETRAIN = True` to recompute (minutes on one core).
 
 # %%
+from numpy_transformer import viz
+viz.notebook_setup(precision=3)
+
+# %%
 RETRAIN = False
 
 import json
@@ -36,7 +40,6 @@ from numpy_transformer.local_attention import block_grid, local_attention
 
 ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 RESULTS = ROOT / "benchmarks" / "results"
-np.set_printoptions(precision=3, suppress=True, linewidth=110)
 
 # %% [markdown]
 # ## 1. The T² wall

@@ -442,12 +442,27 @@ def _check_against_model(path: Path, header: dict, arrays: dict, model, strict: 
     return {k: a for k, a in state.items() if k in own}
 
 
+# Model classes of the later chapters (transfer.py, mlm.py ...) that `load` rebuilds too. A chapter
+# module adds its classes with `register_model` when it is imported, so this layer never imports upward.
+_REGISTERED_MODELS: dict = {}
+
+
+def register_model(cls):
+    """Let `load` rebuild checkpoints of ``cls`` (a class with ``from_config``); returns ``cls``."""
+    if not hasattr(cls, "from_config"):
+        raise TypeError(f"cls: expected a model class with from_config, got {cls!r}")
+    _REGISTERED_MODELS[cls.__name__] = cls
+    return cls
+
+
 def _default_registry() -> dict:
-    """Class name -> class for the models this package defines."""
+    """Class name -> class for the models this package defines (and those registered by chapter modules)."""
     # Imported here so that reading a checkpoint's arrays never needs the model code.
     from . import models
-    return {name: getattr(models, name) for name in ("TransformerClassifier", "TransformerLM")
-            if hasattr(models, name)}
+    registry = {name: getattr(models, name) for name in ("TransformerClassifier", "TransformerLM")
+                if hasattr(models, name)}
+    registry.update(_REGISTERED_MODELS)
+    return registry
 
 
 # --------------------------------------------------------------------------- #

@@ -9,6 +9,8 @@ Commands
   figures    regenerate every PNG in figures/
   zeroshot   label-word scores of a pre-trained language model, raw and calibrated (notebook 13)
   fewshot    accuracy vs k labels per class: prototypes, linear models, fine-tuning (notebook 13)
+  finetune   a classifier from a pre-trained LM or MLM checkpoint, optionally domain-adapted (notebook 11)
+  domains    how many reviews the keyword rule puts in each domain (notebook 11)
   compress   prune, quantize or distill a checkpoint (commands/compress.py)
 
 Bad input (an empty text, a missing file, a malformed TSV, a bad flag, an
@@ -31,7 +33,7 @@ import numpy as np
 DEFAULT_RUN_DIR = Path("runs")
 
 # Modules of numpy_transformer/commands/ whose ``register(sub)`` adds their sub-commands.
-CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot", "longtext", "compress")
+CHAPTER_COMMANDS: tuple[str, ...] = ("lm", "zeroshot", "longtext", "transfer", "compress")
 
 
 class UserError(Exception):
@@ -135,12 +137,20 @@ def _open_checkpoint(path):
 
 def _load_checkpoint(path, command="predict"):
     """A classifier checkpoint for ``command``; a language model is named as one."""
+    from .models import TransformerClassifier, TransformerLM
     model, tokenizer, ckpt = _open_checkpoint(path)
     kind = type(model).__name__
-    if kind == "TransformerLM":
-        raise UserError(f"checkpoint {str(path)!r}: this is a language model (TransformerLM), not a classifier; "
+    if kind == "TransformerMLM":                 # the transfer chapter's masked LM (mlm.py): an encoder to fine-tune
+        raise UserError(f"checkpoint {str(path)!r}: this is a masked language model (TransformerMLM), not a "
+                        f"classifier; fine-tune it first (`python -m numpy_transformer finetune --init-from "
+                        f"{str(path)} --out DIR`), then {command} with the result")
+    if isinstance(model, TransformerLM):
+        raise UserError(f"checkpoint {str(path)!r}: this is a language model ({kind}), not a classifier; "
                         f"use generate, not {command}")
-    if kind not in ("TransformerClassifier", "Int8Classifier"):      # Int8Classifier: `compress quantize --compute int8`
+    from .compression import Int8Classifier
+    # a fine-tuned TransferClassifier is a TransformerClassifier; `compress quantize --compute int8` writes an
+    # Int8Classifier
+    if not isinstance(model, (TransformerClassifier, Int8Classifier)):
         raise UserError(f"checkpoint {str(path)!r} holds a {kind}, expected a TransformerClassifier")
     return model, tokenizer, ckpt
 

@@ -12,6 +12,7 @@ these functions (the signatures follow `functional.py`, with the cache spelled o
     ex4  cross_entropy_backward(logits, targets)      -> dlogits       (of the *mean* loss)
     ex5  positional_encoding(T, D)                    -> PE (T, D)
     ex6  top_p_filter(probs, p)                       -> kept (..., V)  (nucleus sampling's cut-off)
+    ex7  coral_backward(xs, xt)                       -> dxs, dxt      (of the CORAL loss itself)
     ex8  quantize_int8(w, scale=None)                 -> q (D_in, D_out) int8, scale (D_out,)
          dequantize_int8(q, scale)                    -> w_hat (D_in, D_out)
     ex9  prototype_classify(support_x, support_y, query_x, query_y)
@@ -74,8 +75,8 @@ __all__ = [
     "CheckResult", "solutions", "show_solution",
     "check_linear_backward", "check_softmax_backward", "check_attention_forward", "check_attention_backward",
     "check_layernorm_forward", "check_layernorm_backward", "check_cross_entropy_backward",
-    "check_positional_encoding", "check_top_p_filter", "check_quantize_int8", "check_dequantize_int8",
-    "check_prototype_classify",
+    "check_positional_encoding", "check_top_p_filter", "check_coral_backward", "check_quantize_int8",
+    "check_dequantize_int8", "check_prototype_classify",
     "check_rope_forward", "check_rope_backward", "check_rope_attention",
 ]
 
@@ -303,6 +304,20 @@ class _Solutions:
         weights = np.exp(scores)
         weights = weights / weights.sum(axis=-1, keepdims=True)
         return weights @ v
+
+    @staticmethod
+    def coral_backward(xs, xt):
+        """xs (n_S, D), xt (n_T, D) -> dxs, dxt: gradients of L = ||C_S - C_T||_F^2 / (4 D^2)."""
+        D = xs.shape[1]
+        xs_c = xs - xs.mean(axis=0)                            # (n_S, D) centred: the covariance is about the mean
+        xt_c = xt - xt.mean(axis=0)                            # (n_T, D)
+        cs = xs_c.T @ xs_c / (xs.shape[0] - 1)                 # (D, D) unbiased covariance
+        ct = xt_c.T @ xt_c / (xt.shape[0] - 1)
+        g = (cs - ct) / (2 * D * D)                            # dL/dC_S = 2 (C_S - C_T) / (4 D^2); dL/dC_T = -g
+        # in the forward pass this was: cs = xs_c^T xs_c / (n_S - 1); g is symmetric, so d/dxs_c = 2 xs_c g
+        dxs = 2 * xs_c @ g / (xs.shape[0] - 1)                 # (n_S, D); the mean's own term is zero
+        dxt = -2 * xt_c @ g / (xt.shape[0] - 1)                # (n_T, D): the target moves the other way
+        return dxs, dxt
 
 
 solutions = _Solutions()
@@ -1553,6 +1568,61 @@ def _rope_attention_cases():
 
 _GRADIENT_SHAPE = "A gradient always has the shape of the variable it is the gradient of"
 
+def _coral_variant(xs, xt, norm=True, ddof=1, center=True, target=True, target_sign=-1.0):
+    D = xs.shape[1]
+    xs_c = xs - xs.mean(axis=0) if center else xs
+    xt_c = xt - xt.mean(axis=0) if center else xt
+    cs = xs_c.T @ xs_c / (xs.shape[0] - ddof)
+    ct = xt_c.T @ xt_c / (xt.shape[0] - ddof)
+    g = (cs - ct) / (2 * D * D) if norm else 2 * (cs - ct)
+    dxs = 2 * xs_c @ g / (xs.shape[0] - ddof)
+    dxt = target_sign * 2 * xt_c @ g / (xt.shape[0] - ddof) if target else np.zeros_like(xt)
+    return dxs, dxt
+
+
+def _mistake_coral_no_4d2(xs, xt):
+    return _coral_variant(xs, xt, norm=False)
+
+
+def _mistake_coral_no_n_minus_1(xs, xt):
+    """The covariance's 1/(n-1) forgotten in forward and backward: C = X_c^T X_c."""
+    D = xs.shape[1]
+    xs_c, xt_c = xs - xs.mean(axis=0), xt - xt.mean(axis=0)
+    g = (xs_c.T @ xs_c - xt_c.T @ xt_c) / (2 * D * D)
+    return 2 * xs_c @ g, -2 * xt_c @ g
+
+
+def _mistake_coral_biased(xs, xt):
+    return _coral_variant(xs, xt, ddof=0)
+
+
+def _mistake_coral_no_centering(xs, xt):
+    return _coral_variant(xs, xt, center=False)
+
+
+def _mistake_coral_one_domain(xs, xt):
+    return _coral_variant(xs, xt, target=False)
+
+
+def _mistake_coral_target_sign(xs, xt):
+    return _coral_variant(xs, xt, target_sign=1.0)
+
+
+def _coral_cases():
+    cases = []
+    for label, seed, ns, nt, D in (("xs (6, 3), xt (5, 3)", 60, 6, 5, 3), ("an odd width, xs (4, 5), xt (7, 5)",
+                                                                           61, 4, 7, 5)):
+        rng = np.random.default_rng(seed)
+        xs, xt = rng.normal(size=(ns, D)) + 1.0, rng.normal(scale=1.5, size=(nt, D)) - 0.5
+        one = np.array(1.0)
+        _, cache = F.coral_loss(xs, xt)
+        grads = _gradients(lambda xs, xt: F.coral_loss(xs, xt)[0], {"xs": xs.copy(), "xt": xt.copy()}, one,
+                           ("xs", "xt"))
+        cases.append(_Case(label, (xs, xt), F.coral_loss_backward(one, cache), grads,
+                           "The features have a non-zero mean, so centring matters."))
+    return cases
+
+
 _EXERCISES = {ex.name: ex for ex in (
     _Exercise(
         "linear_backward", ("dy", "x", "W"), ("dx", "dW", "db"), _linear_cases,
@@ -1754,6 +1824,30 @@ _EXERCISES = {ex.name: ex for ex in (
         shape_notes={"dlogits": f"{_GRADIENT_SHAPE}: dlogits is shaped like logits, (N, C)."},
         error_hints=(("index", "targets holds one class id per row: p[np.arange(N), targets] picks the target "
                                "class of every row."),),
+    ),
+    _Exercise(
+        "coral_backward", ("xs", "xt"), ("dxs", "dxt"), _coral_cases,
+        (
+            _Mistake("forgot_4d2", "forgot the factor 1/(4D²) of the loss",
+                     "L = ||C_S − C_T||² / (4D²), so dL/dC_S = (C_S − C_T) / (2D²): the normalisation carries "
+                     "through to both gradients.", _mistake_coral_no_4d2),
+            _Mistake("forgot_n_minus_1", "forgot the 1/(n − 1) of the covariance",
+                     "C = X_cᵀX_c / (n − 1): the factor appears in the forward pass and again in dX = "
+                     "2 X_c G / (n − 1).", _mistake_coral_no_n_minus_1),
+            _Mistake("biased_covariance", "divided by n instead of n − 1",
+                     "Deep CORAL uses the unbiased covariance, 1/(n − 1), like np.cov.", _mistake_coral_biased),
+            _Mistake("no_centering", "computed the covariance without centring the features",
+                     "Subtract each domain's mean first: X_c = X − X.mean(axis=0). Without it C mixes the mean "
+                     "into the second moment.", _mistake_coral_no_centering),
+            _Mistake("one_domain", "returned a gradient for the source only (dxt = 0)",
+                     "C_T depends on X_T too: dxt = −2 X_Tc G / (n_T − 1). Both domains' features move.",
+                     _mistake_coral_one_domain),
+            _Mistake("target_sign", "gave the target gradient the source's sign",
+                     "L depends on C_S − C_T, so dL/dC_T = −dL/dC_S: dxt carries a minus sign.",
+                     _mistake_coral_target_sign),
+        ),
+        shape_notes={"dxs": f"{_GRADIENT_SHAPE}: dxs is shaped like xs (n_S, D).",
+                     "dxt": f"{_GRADIENT_SHAPE}: dxt is shaped like xt (n_T, D)."},
     ),
     _Exercise(
         "positional_encoding", ("T", "D"), ("PE",), _positional_encoding_cases,
@@ -2022,6 +2116,11 @@ def check_positional_encoding(fn, verbose=True):
 def check_top_p_filter(fn, verbose=True):
     """Check ``top_p_filter(probs, p) -> kept`` (the nucleus, renormalised) against the reference."""
     return _check("top_p_filter", fn, verbose)
+
+
+def check_coral_backward(fn, verbose=True):
+    """Check ``coral_backward(xs, xt) -> (dxs, dxt)`` (of the CORAL loss) against numerical gradients."""
+    return _check("coral_backward", fn, verbose)
 
 
 def check_quantize_int8(fn, verbose=True):

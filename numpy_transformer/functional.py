@@ -1017,3 +1017,94 @@ def int8_linear(x, q, w_scale, b=None):
     acc = x_q @ q.astype(xp.int32)                           # (..., D_in) @ (D_in, D_out) -> (..., D_out) int32
     y = acc.astype(x.dtype) * (w_scale.astype(x.dtype) * x_scale)
     return y if b is None else y + b
+
+
+# Domain adaptation (seed §2.2): gradient reversal and feature matching
+# --------------------------------------------------------------------------- #
+
+def gradient_reversal(x, lam=1.0):
+    r"""The gradient-reversal layer of DANN (Ganin & Lempitsky 2015).
+
+    .. math:: \text{forward: } y = x, \qquad \text{backward: } \frac{\partial L}{\partial x} = -\lambda \frac{\partial L}{\partial y}
+
+    It sits between the encoder's features and a *domain classifier*. The
+    domain classifier learns, as usual, to tell source from target; the
+    encoder below the layer receives the *opposite* gradient and so learns
+    features that make the two domains hard to tell apart. One network, one
+    backward pass, a minimax game. ``lam`` (λ >= 0) weighs that game against
+    the task loss. Not a function of ``x`` in the usual sense (no function
+    has this derivative): it is defined by what its backward does.
+
+    Args: x (...) floats; lam: a non-negative number.
+    Returns: y (...) (``x`` itself: the identity needs no copy); cache = lam.
+    """
+    _check_float("x", x)
+    if not lam >= 0.0:
+        raise ValueError(f"lam: expected a non-negative number, got {lam}")
+    return x, float(lam)
+
+
+def gradient_reversal_backward(dy, cache):
+    r""":math:`dx = -\lambda\, dy`: the gradient, turned around (a new array)."""
+    lam = cache
+    # in the forward pass this was: y = x
+    return dy * (-lam)
+
+
+def coral_loss(xs, xt):
+    r"""CORAL: the distance between the feature covariances of two domains (Sun & Saenko 2016).
+
+    .. math::
+        C_S = \tfrac{1}{n_S - 1} (X_S - \mathbf 1\mu_S^\top)^\top (X_S - \mathbf 1\mu_S^\top), \quad
+        C_T = \tfrac{1}{n_T - 1} (X_T - \mathbf 1\mu_T^\top)^\top (X_T - \mathbf 1\mu_T^\top), \\
+        L = \frac{1}{4 D^2} \lVert C_S - C_T \rVert_F^2
+
+    Matching second-order statistics pulls the target features (unlabelled
+    reviews of another domain) towards the shape of the source features the
+    classifier was trained on. The covariances are the unbiased ones
+    (``1/(n-1)``), so each domain needs at least two rows; ``1/(4D²)`` is the
+    paper's normalisation, which keeps the loss's size independent of the width.
+
+    Args: xs (N_S, D) source features; xt (N_T, D) target features.
+    Returns: loss (0-d); cache.
+    """
+    _check_float("xs", xs)
+    _check_float("xt", xt)
+    for name, a in (("xs", xs), ("xt", xt)):
+        if a.ndim != 2 or a.shape[0] < 2:
+            raise ValueError(f"{name}: expected a 2-D array (N, D) with N >= 2 rows, got shape {tuple(a.shape)}")
+    if xs.shape[1] != xt.shape[1]:
+        raise ValueError(f"xt: expected {xs.shape[1]} features like xs, got shape {tuple(xt.shape)}")
+    D = xs.shape[1]
+    xs_c = xs - xs.mean(axis=0, keepdims=True)               # (N_S, D) centred
+    xt_c = xt - xt.mean(axis=0, keepdims=True)               # (N_T, D) centred
+    cs = xs_c.T @ xs_c / (xs.shape[0] - 1)                   # (D, N_S) @ (N_S, D) -> (D, D)
+    ct = xt_c.T @ xt_c / (xt.shape[0] - 1)                   # (D, D)
+    diff = cs - ct                                           # (D, D)
+    loss = (diff * diff).sum() / (4.0 * D * D)
+    return loss, (xs_c, xt_c, diff)
+
+
+def coral_loss_backward(dloss, cache):
+    r"""Gradients of CORAL with respect to both domains' features.
+
+    .. math::
+        G = \frac{\partial L}{\partial C_S} = \frac{C_S - C_T}{2 D^2}, \quad
+        dX_S = \frac{2}{n_S - 1} (X_S - \mathbf 1\mu_S^\top)\, G, \quad
+        dX_T = -\frac{2}{n_T - 1} (X_T - \mathbf 1\mu_T^\top)\, G
+
+    ``G`` is symmetric, so :math:`d(X_c^\top X_c) = X_c(G + G^\top) = 2X_cG`.
+    The path through the mean adds :math:`-\tfrac1n \mathbf 1 \mathbf 1^\top X_c G`,
+    which is zero because centred columns sum to zero: the centring matters in
+    the forward pass (and in ``X_c`` here) but adds no term of its own.
+    Both domains receive a gradient; ``dX_T`` has the opposite sign.
+    Returns (dxs, dxt).
+    """
+    xs_c, xt_c, diff = cache
+    D = diff.shape[0]
+    # in the forward pass this was: loss = sum((cs - ct)^2) / (4 D^2)
+    g = diff * (dloss / (2.0 * D * D))                       # (D, D) dL/dcs; dL/dct = -g
+    # in the forward pass this was: cs = xs_c^T xs_c / (N_S - 1), and the same for ct
+    dxs = xs_c @ g * (2.0 / (xs_c.shape[0] - 1))             # (N_S, D) @ (D, D) -> (N_S, D)
+    dxt = xt_c @ g * (-2.0 / (xt_c.shape[0] - 1))            # (N_T, D)
+    return dxs, dxt

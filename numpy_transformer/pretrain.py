@@ -53,8 +53,9 @@ from . import functional as F
 from .backend import get_array_module, to_numpy
 from .corpus import PackedChunks
 from .optim import AdamW, LRScheduler, clip_grad_norm, warmup_cosine
+from .tokenizer import SPECIAL_TOKENS as SPECIAL_IDS
 
-__all__ = ["PretrainConfig", "Objective", "CausalObjective", "OBJECTIVES", "evaluate_stream", "PretrainHistory",
+__all__ = ["PretrainConfig", "Objective", "CausalObjective", "MaskedObjective", "evaluate_masked", "OBJECTIVES", "evaluate_stream", "PretrainHistory",
            "pretrain", "rng_states", "set_rng_states"]
 
 
@@ -148,7 +149,78 @@ class CausalObjective(Objective):
         return float(loss), int(targets.size)
 
 
-OBJECTIVES = {"causal": CausalObjective}
+class MaskedObjective(Objective):
+    """Predict the hidden 15 % of tokens from both sides (BERT; `mlm.mask_tokens`, `mlm.TransformerMLM`).
+
+    The chunk's first T ids are the input (no shift: the model reads the whole
+    window); ``rng`` chooses and corrupts the positions, and the loss counts
+    only those. The output layer runs at the chosen positions only
+    (``positions=``), which is where its cost would otherwise go.
+    """
+
+    name = "mlm"
+
+    def make_batch(self, chunks, rng, tokenizer):
+        from .mlm import mask_tokens
+        from .tokenizer import BOS_ID, CLS_ID, EOS_ID, MASK, PAD_ID
+        if MASK not in tokenizer.extra_special:
+            raise ValueError("tokenizer: the masked objective needs [MASK] in the vocabulary "
+                             "(corpus.build_vocabulary adds it)")
+        ids = chunks[:, :-1]                                 # (B, T): every position is real text
+        first_char = len(SPECIAL_IDS) + len(tokenizer.extra_special)
+        inputs, targets, chosen = mask_tokens(ids, np.ones(ids.shape, dtype=bool), rng, tokenizer.token_to_id(MASK),
+                                              (first_char, tokenizer.vocab_size),
+                                              protected_ids=(PAD_ID, CLS_ID, BOS_ID, EOS_ID))
+        return inputs, targets, chosen
+
+    def loss_and_backward(self, model, batch):
+        inputs, targets, chosen = batch
+        logits = model(inputs, None, positions=chosen)      # (N, V): the chosen positions only
+        xp = get_array_module(logits)
+        loss, cache = F.cross_entropy(logits, xp.asarray(targets[chosen]))
+        model.backward(F.cross_entropy_backward(1.0, cache))
+        return float(loss), int(chosen.sum())
+
+
+OBJECTIVES = {"causal": CausalObjective, "mlm": MaskedObjective}
+
+
+def evaluate_masked(model, stream, batch_size=16, max_tokens=None, seed=0):
+    """Masked-token cross-entropy of an MLM on a held-out stream: the same masks at every evaluation.
+
+    Non-overlapping windows of T ids; `mlm.mask_tokens` with a fixed seed
+    chooses the positions, so two evaluations of one run are comparable.
+    ``bits`` here is per *masked* character, which is not the causal model's
+    bits/char: the masked model sees both sides, so it is an easier task.
+    """
+    from .mlm import mask_tokens
+    stream = np.asarray(stream)
+    if max_tokens is not None:
+        stream = stream[:max_tokens]
+    T = model.max_len
+    n_win = max(len(stream) // T, 1)
+    windows = np.stack([stream[i * T:(i + 1) * T] for i in range(n_win)]).astype(np.int64)   # (W, T)
+    rng = np.random.default_rng(seed)
+    from .tokenizer import BOS_ID, CLS_ID, EOS_ID, PAD_ID
+    mask_id = len(SPECIAL_IDS)                               # [MASK]: the first extra special token (corpus.py)
+    inputs, targets, chosen = mask_tokens(windows, np.ones(windows.shape, dtype=bool), rng, mask_id,
+                                          (mask_id + 1, model.vocab_size), protected_ids=(PAD_ID, CLS_ID, BOS_ID,
+                                                                                          EOS_ID))
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        for b in range(0, n_win, batch_size):
+            sel = chosen[b:b + batch_size]
+            if not sel.any():
+                continue
+            logits = to_numpy(model(inputs[b:b + batch_size], None, positions=sel))        # (N, V)
+            ll, k = metrics.token_log_likelihood(logits, targets[b:b + batch_size][sel], ignore_index=-100)
+            total, n = total + ll, n + k
+    finally:
+        model.train(was_training)
+    nats = metrics.cross_entropy_nats(total, n)
+    return {"nats": nats, "bits": metrics.bits_per_char(nats), "ppl": metrics.perplexity(nats), "tokens": n}
 
 
 # --------------------------------------------------------------------------- #
@@ -352,7 +424,8 @@ def pretrain(model, tokenizer, train_stream, heldout, config: PretrainConfig | N
         _write_json_atomically(out_dir / "history.json", history.as_dict())
 
     def evaluate_and_keep_best(loss_sum, loss_steps, tokens, elapsed):
-        results = {name: evaluate_stream(model, s, config.eval_batch_size, max_tokens=config.eval_tokens)
+        scorer = evaluate_masked if config.objective == "mlm" else evaluate_stream
+        results = {name: scorer(model, s, config.eval_batch_size, max_tokens=config.eval_tokens)
                    for name, s in heldout.items()}
         history.step.append(step)
         history.seconds.append(round(seconds, 3))

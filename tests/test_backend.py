@@ -419,6 +419,19 @@ def int8_linear(dev, dtype):
     return {"y": F.int8_linear(dev(_host((2, 5, 4), dtype, 1)), q, s, dev(_host((3,), dtype, 2)))}
 
 
+@functional_case(F.gradient_reversal, F.gradient_reversal_backward)
+def gradient_reversal(dev, dtype):
+    y, cache = F.gradient_reversal(dev(_host((2, 3, 4), dtype, 0)), 0.7)
+    return {"y": y, "dx": F.gradient_reversal_backward(dev(_host((2, 3, 4), dtype, 1)), cache)}
+
+
+@functional_case(F.coral_loss, F.coral_loss_backward)
+def coral_loss(dev, dtype):
+    loss, cache = F.coral_loss(dev(_host((5, 4), dtype, 0)), dev(_host((3, 4), dtype, 1)))
+    dxs, dxt = F.coral_loss_backward(1.0, cache)
+    return {"loss": loss, "dxs": dxs, "dxt": dxt}
+
+
 def _numpy_copy(a):
     return np.array(a)
 

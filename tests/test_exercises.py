@@ -108,6 +108,7 @@ def _prototypes_by_similarity(support_x, support_y, query_x, query_y):
     ("attention_backward", lambda dout, q, k, v, weights: F.scaled_dot_product_attention_backward(
         dout, (q, k, v, weights, 1 / np.sqrt(q.shape[-1])))),
     ("linear_backward", lambda dy, x, W: F.linear_backward(dy, (x, W, True))),
+    ("coral_backward", lambda xs, xt: F.coral_loss_backward(1.0, F.coral_loss(xs, xt)[1])),
     ("quantize_int8", lambda w, scale=None: F.quantize_int8(w, scale)),
     ("quantize_int8", lambda w, scale=None: E.solutions.quantize_int8(w.astype(np.float32), scale)),   # q as int8
     ("dequantize_int8", lambda q, scale: np.einsum("ij,j->ij", q, scale)),
@@ -149,6 +150,10 @@ REQUIRED = [
     ("positional_encoding", "sin_cos_swapped", "swapped sin and cos"),
     ("positional_encoding", "i_not_2i", "i instead of 2i"),
     ("positional_encoding", "seed_sin_plus_cos", "errata E1"),
+    ("coral_backward", "forgot_4d2", "1/(4D²)"),
+    ("coral_backward", "forgot_n_minus_1", "1/(n − 1)"),
+    ("coral_backward", "no_centering", "without centring"),
+    ("coral_backward", "one_domain", "source only"),
     ("quantize_int8", "per_tensor_scale", "one scale for the whole matrix"),
     ("quantize_int8", "divided_by_128", "divided the maximum by 128"),
     ("quantize_int8", "divided_by_255", "divided the maximum by 255"),

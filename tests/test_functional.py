@@ -1008,3 +1008,70 @@ def test_quantization_errors_name_the_argument():
         F.dequantize_int8(np.ones((2, 3)), np.ones(3))
     with pytest.raises(ValueError, match="gate: expected shape \\(2,\\)"):
         F.head_gate(np.ones((1, 2, 3, 4)), np.ones(3))
+
+
+# Domain adaptation: gradient reversal and CORAL (seed §2.2)
+# --------------------------------------------------------------------------- #
+
+@gradient_case("gradient reversal", "gradient_reversal, gradient_reversal_backward", shape=shapes(1, 3),
+               lam=st.floats(0.0, 3.0), seed=seeds)
+def gradient_reversal_case(shape, lam, seed):
+    x = np.random.default_rng(seed).normal(size=shape)
+    # The layer is *defined* by its backward: the numerical gradient of the identity is +1,
+    # so the check compares -lam * (numerical gradient of y = x) with the backward.
+    return (lambda x: -lam * F.gradient_reversal(x, lam)[0],
+            lambda dy, x: {"x": F.gradient_reversal_backward(dy, F.gradient_reversal(x, lam)[1])},
+            {"x": x}, None)
+
+
+@gradient_case("CORAL", "coral_loss, coral_loss_backward", Ns=st.integers(2, 6), Nt=st.integers(2, 6),
+               D=widths, seed=seeds)
+def coral_case(Ns, Nt, D, seed):
+    rng = np.random.default_rng(seed)
+    inputs = {"xs": rng.normal(size=(Ns, D)), "xt": rng.normal(scale=1.5, size=(Nt, D)) + 0.3}
+
+    def backward(dloss, xs, xt):
+        dxs, dxt = F.coral_loss_backward(dloss, F.coral_loss(xs, xt)[1])
+        return {"xs": dxs, "xt": dxt}
+    return lambda xs, xt: F.coral_loss(xs, xt)[0], backward, inputs, None
+
+
+@_given_case("gradient reversal")
+def test_gradient_reversal_backward_is_minus_lambda_times_the_identity(**kw):
+    assert_gradients_match(*gradient_reversal_case(**kw))
+
+
+@_given_case("CORAL")
+def test_coral_backward_matches_numerical_gradient(**kw):
+    assert_gradients_match(*coral_case(**kw))
+
+
+def test_gradient_reversal_forward_is_the_identity_and_backward_flips_the_sign():
+    x = np.arange(6.0).reshape(2, 3)
+    y, cache = F.gradient_reversal(x, 0.5)
+    np.testing.assert_array_equal(y, x)
+    dy = np.ones_like(x)
+    dx = F.gradient_reversal_backward(dy, cache)
+    np.testing.assert_array_equal(dx, -0.5 * dy)
+    assert dx is not dy and (dy == 1).all()          # a new array; dy untouched
+    with pytest.raises(ValueError, match="lam"):
+        F.gradient_reversal(x, -1.0)
+
+
+def test_coral_is_zero_for_equal_covariances_and_ignores_a_shift():
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(20, 3))
+    loss, _ = F.coral_loss(xs, xs + 5.0)             # same covariance, different mean
+    assert abs(float(loss)) < 1e-12
+    loss, _ = F.coral_loss(xs, 2.0 * xs)             # covariance x4: diff = 3 C_S
+    cs = np.cov(xs, rowvar=False)
+    np.testing.assert_allclose(float(loss), ((3 * cs) ** 2).sum() / (4 * 9))
+
+
+def test_coral_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="xs"):
+        F.coral_loss(np.zeros((1, 3)), np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="xt"):
+        F.coral_loss(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(TypeError, match="xt"):
+        F.coral_loss(np.zeros((4, 3)), np.zeros((4, 3), dtype=int))

@@ -43,9 +43,11 @@ def cmd_pretrain(args):
         model = saved.model
     else:
         tok = C.build_vocabulary(corpus, min_freq=args.min_freq)
-        model = TransformerLM(tok.vocab_size, d_model=args.d_model, n_heads=args.heads, n_layers=args.layers,
-                              d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout, norm="pre",
-                              activation="gelu", tie_weights=True, seed=args.seed)
+        from ..mlm import TransformerMLM
+        model_class = TransformerMLM if args.objective == "mlm" else TransformerLM   # MLM: bidirectional
+        model = model_class(tok.vocab_size, d_model=args.d_model, n_heads=args.heads, n_layers=args.layers,
+                            d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout, norm="pre",
+                            activation="gelu", tie_weights=True, seed=args.seed)
     train = C.token_stream(corpus.train, tok)
     heldout = {name: C.token_stream(corpus.heldout[name], tok) for name in C.HELDOUT_SETS}
     print(f"pre-training text {len(train):,} tokens; held-out " +
