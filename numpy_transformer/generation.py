@@ -149,7 +149,9 @@ class Decoder:
     def __init__(self, model, use_cache=True):
         if not hasattr(model, "forward_cached"):
             raise TypeError(f"model: expected a TransformerLM, got {type(model).__name__}")
-        self.model, self.use_cache = model, bool(use_cache)
+        # RoPE, ALiBi and local-attention models have no cached path yet: they recompute (same logits, slower)
+        self.model = model
+        self.use_cache = bool(use_cache) and getattr(model, "supports_kv_cache", True)
         self.max_len = model.max_len
         self.tokens = None        # (B, N) every token so far, prompt included
         self.start = 0            # the window is tokens[:, start:]

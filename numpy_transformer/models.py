@@ -339,6 +339,17 @@ class TransformerLM(_TransformerBase):
             self._cache = True
         return logits
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """True when `forward_cached` computes what `forward` does: absolute positions and full attention.
+
+        RoPE and ALiBi act inside attention and local attention limits the keys;
+        the cached path implements none of them yet, so those models decode
+        without the cache (generation.Decoder falls back by itself).
+        """
+        return (self.config["pos_encoding"] not in PositionalEncoding.RELATIVE
+                and self.config.get("attention", "full") == "full")
+
     def forward_cached(self, ids, kvs=None, start=0):
         """Logits of new tokens only, reusing the keys and values of the tokens before them (generation.py).
 
@@ -349,6 +360,10 @@ class TransformerLM(_TransformerBase):
         """
         if self.training:
             raise RuntimeError("TransformerLM.forward_cached: call model.eval() first (no dropout when generating)")
+        if not self.supports_kv_cache:
+            raise ValueError(f"TransformerLM.forward_cached: the key/value cache handles absolute positions and full "
+                             f"attention only, not pos_encoding={self.config['pos_encoding']!r} with "
+                             f"attention={self.config.get('attention', 'full')!r}; decode without it (use_cache=False)")
         _check_ids_and_mask(ids, None, self.vocab_size, self.max_len)
         Tn = ids.shape[1]
         if start + Tn > self.max_len:

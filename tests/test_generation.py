@@ -158,3 +158,20 @@ def test_generation_errors_name_the_argument():
     model.train()
     with pytest.raises(RuntimeError, match="eval"):
         model.forward_cached(np.array([[1]]))
+
+
+@pytest.mark.parametrize("options", [dict(pos_encoding="rope"), dict(pos_encoding="alibi"),
+                                     dict(attention="local", window=3)])
+def test_models_without_a_cached_path_refuse_it_and_decode_without_it(options):
+    """RoPE, ALiBi and local attention act inside attention, which the cached path does not model: it must
+    refuse rather than return wrong logits, and the decoder must fall back to recomputing."""
+    model = TransformerLM(V, d_model=12, n_heads=3, n_layers=2, d_ff=20, max_len=12, dropout=0.0,
+                          seed=0, dtype=np.float64, **options).eval()
+    assert not model.supports_kv_cache
+    with pytest.raises(ValueError, match="use_cache=False"):
+        model.forward_cached(np.array([[1, 2, 3]]))
+    ids = np.random.default_rng(3).integers(0, V, (1, 8))
+    dec = Decoder(model, use_cache=True)
+    got = [dec.begin(ids[:, :1])[0]] + [dec.append(ids[:, t])[0] for t in range(1, 8)]
+    np.testing.assert_allclose(np.stack(got), model(ids)[0], rtol=0, atol=1e-10)
+    assert _model().supports_kv_cache
