@@ -325,19 +325,8 @@ def test_bad_compressed_files_raise_one_checkpoint_error(tmp_path):
 # The `compress` command
 # --------------------------------------------------------------------------- #
 
-TINY = ["--d-model", "8", "--heads", "2", "--layers", "1", "--d-ff", "16", "--max-len", "24",
-        "--min-freq", "1", "--epochs", "1", "--batch-size", "16", "--warmup", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tsv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "reviews.tsv"
-    lines = ["text\tlabel"]
-    for i in range(50):
-        lines.append(f"{POSITIVE[i % 5]}{i}\tpositive")
-        lines.append(f"{NEGATIVE[i % 5]}{i}\tnegative")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+# the tiny training flags and the 100-review TSV fixture of the CLI tests
+from test_cli import TINY, tsv  # noqa: E402,F401  (tsv is a pytest fixture)
 
 
 @pytest.fixture(scope="module")
