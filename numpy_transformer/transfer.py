@@ -51,7 +51,7 @@ from .nn import Dropout, Linear
 from .optim import AdamW, clip_grad_norm, warmup_cosine
 from .train import evaluate as _evaluate
 from .train import predict_texts as _predict_texts
-from .tokenizer import CharTokenizer, PAD_ID
+from .tokenizer import CLS_ID, EOS_ID, PAD_ID, CharTokenizer
 
 __all__ = ["DOMAIN_KEYWORDS", "domain_of", "domain_indices", "split_by_domain", "TransferClassifier", "copy_pretrained",
            "classifier_from_pretrained", "FinetuneConfig", "finetune", "finetune_from_pretrained", "evaluate", "predict_texts",
@@ -234,6 +234,20 @@ def copy_pretrained(source, target) -> list[str]:
     return sorted(dst)
 
 
+def _start_cls_as_eos(model):
+    """Give [CLS] the embedding the causal LM learnt for [EOS], the token it read before every text.
+
+    A classifier's input starts with [CLS] (`CharTokenizer.encode`); the language
+    model never saw [CLS], only the stream ``[EOS] text [EOS] text ...``
+    (`corpus.token_stream`), so its [CLS] row is still the random
+    initialisation. Under a causal mask every position reads position 0, so a
+    random vector there would shift every pooled feature. Starting [CLS] at the
+    [EOS] row makes the classifier's input look like the pre-training text.
+    """
+    E = model.embed.E.data                                                            # (V, D)
+    E[CLS_ID] = E[EOS_ID]
+
+
 def _file_md5(path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
@@ -268,6 +282,8 @@ def classifier_from_pretrained(path, num_classes=2, pooling=None, dropout=None, 
         norm=sc["norm"], pos_encoding=sc["pos_encoding"], pooling=pooling or "mean", activation=sc["activation"],
         scale_embeddings=sc["scale_embeddings"], seed=seed, causal=causal)
     copied = copy_pretrained(source, model)
+    if causal and is_causal:
+        _start_cls_as_eos(model)
     provenance = {"init_from": str(path), "init_md5": _file_md5(path), "init_class": type(source).__name__,
                   "init_extra": ckpt.extra, "copied": len(copied), "style": "GPT" if causal else "BERT"}
     return model, tokenizer, provenance
