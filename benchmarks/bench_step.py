@@ -307,12 +307,12 @@ COMPONENT_OF = {
     "dropout": "dropout", "dropout_backward": "dropout", "dropout_fast": "dropout",
     "dropout_fast_backward": "dropout backward", "relu_dropout_fast": "ReLU + dropout, fused (FFN hidden)",
     "relu": "activation (ReLU)", "relu_backward": "activation (ReLU)",
-    "gelu": "activation (ReLU)", "gelu_backward": "activation (ReLU)",
+    "gelu": "activation (GELU)", "gelu_backward": "activation (GELU)",
     "cross_entropy": "loss", "cross_entropy_backward": "loss",
     "cross_entropy_fast": "loss", "cross_entropy_fast_backward": "loss",
     "tied_output_cross_entropy_fast": "output layer h E^T + loss (fused)",
     "tied_output_cross_entropy_fast_backward": "output layer h E^T + loss (fused)",
-    "gelu_fast": "activation (ReLU)", "gelu_fast_backward": "activation (ReLU)",
+    "gelu_fast": "activation (GELU)", "gelu_fast_backward": "activation (GELU)",
     "split_heads": "heads: split, merge", "merge_heads": "heads: split, merge",
     "split_heads_backward": "heads: split, merge", "merge_heads_backward": "heads: split, merge",
 }
@@ -408,8 +408,9 @@ def breakdown(cfg, model, params, optimizer, batch, steps):
     timer = ComponentTimer().install()
     for m in model.modules():
         if isinstance(m, nn.FeedForward):       # it keeps its activation functions as attributes: wrap those too
-            m._act = timer._wrap(m._act, "activation (ReLU)")
-            m._act_backward = timer._wrap(m._act_backward, "activation (ReLU)")
+            label = "activation (ReLU)" if m.activation == "relu" else "activation (GELU)"
+            m._act = timer._wrap(m._act, label)
+            m._act_backward = timer._wrap(m._act_backward, label)
     per_step = []
     try:
         for _ in range(steps):

@@ -38,12 +38,19 @@ sizes = st.integers(1, 4)
 
 @pytest.fixture(scope="module", autouse=True, params=[1, 3], ids=["1 thread", "3 threads"])
 def threads(request):
-    """Run the module with 1 thread, then with 3 threads and no minimum size: tiny arrays get cut too."""
-    previous_min = parallel.MIN_ELEMENTS_PER_THREAD
+    """Run the module with 1 thread, then with 3 threads and no minimum size: tiny arrays get cut too.
+
+    With 3 threads the cache-sized blocks that each slice is walked in are
+    made tiny as well (a few elements, one sequence), so that even these
+    small arrays are cut into several blocks per slice.
+    """
+    previous = (parallel.MIN_ELEMENTS_PER_THREAD, fast._ELEMENTS_PER_BLOCK, fast._ATTENTION_SCORES_PER_BLOCK)
     parallel.MIN_ELEMENTS_PER_THREAD = 0
+    if request.param > 1:
+        fast._ELEMENTS_PER_BLOCK, fast._ATTENTION_SCORES_PER_BLOCK = 3, 1
     with parallel.num_threads(request.param):
         yield request.param
-    parallel.MIN_ELEMENTS_PER_THREAD = previous_min
+    parallel.MIN_ELEMENTS_PER_THREAD, fast._ELEMENTS_PER_BLOCK, fast._ATTENTION_SCORES_PER_BLOCK = previous
 
 
 def assert_close(got, expected, what, atol=ATOL):
@@ -211,6 +218,17 @@ def test_fast_layernorm_equals_plain_layernorm_forward_and_backward(shape, D, se
         for name, got, expected in zip(("dx", "dgamma", "dbeta"), fast.layernorm_fast_backward(dy, c),
                                        F.layernorm_backward(dy, cache)):
             assert_close(got, expected, f"{name} from the {what}")
+
+
+@given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple), seed=seeds)
+def test_fast_gelu_equals_plain_gelu_forward_and_backward(shape, seed):
+    rng = np.random.default_rng(seed)
+    x, dy = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
+    y, cache = F.gelu(x)
+    y_f, cache_f = fast.gelu_fast(x)
+    assert_close(y_f, y, "y")
+    for what, c in (("fast forward's cache", cache_f), ("plain forward's cache", cache)):
+        assert_close(fast.gelu_fast_backward(dy, c), F.gelu_backward(dy, cache), f"dx from the {what}")
 
 
 def test_fast_layernorm_checks_gamma_and_beta():

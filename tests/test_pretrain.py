@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_transformer import fast, metrics
+from numpy_transformer import fast, metrics, parallel
 from numpy_transformer import functional as F
 from numpy_transformer.checkpoint import load
 from numpy_transformer.models import TransformerLM
@@ -146,6 +146,32 @@ def test_fused_output_layer_equals_linear_then_cross_entropy(N, D, V, block, see
     loss2, ce_cache = F.cross_entropy(z, t)
     dh2, dEt, _ = F.linear_backward(F.cross_entropy_backward(1.7, ce_cache), lin_cache)
     assert float(loss) == pytest.approx(float(loss2), abs=1e-12)
+    np.testing.assert_allclose(dh, dh2, atol=1e-12)
+    np.testing.assert_allclose(dE, dEt.T, atol=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.integers(1, 9), V=st.integers(2, 7), block=st.integers(1, 4), threads=st.integers(1, 3),
+       scale=st.sampled_from([1.0, 60.0]), seed=st.integers(0, 2**31))
+def test_fused_output_layer_on_several_threads_and_with_large_logits_equals_the_plain_lines(N, V, block, threads,
+                                                                                           scale, seed):
+    """Row slices on threads (each with its own partial dE), and logits large enough to need the max shift."""
+    rng = np.random.default_rng(seed)
+    h, E = rng.normal(size=(N, 3)) * scale, rng.normal(size=(V, 3))
+    t = rng.integers(0, V, N)
+    t[rng.random(N) < 0.3] = -100
+    previous_min = parallel.MIN_ELEMENTS_PER_THREAD
+    parallel.MIN_ELEMENTS_PER_THREAD = 0                     # cut even these few rows into slices
+    try:
+        with parallel.num_threads(threads):
+            loss, cache = fast.tied_output_cross_entropy_fast(h, E, t, rows_per_block=block)
+    finally:
+        parallel.MIN_ELEMENTS_PER_THREAD = previous_min
+    dh, dE = fast.tied_output_cross_entropy_fast_backward(0.5, cache)
+    z, lin_cache = F.linear(h, E.T)
+    loss2, ce_cache = F.cross_entropy(z, t)
+    dh2, dEt, _ = F.linear_backward(F.cross_entropy_backward(0.5, ce_cache), lin_cache)
+    assert float(loss) == pytest.approx(float(loss2), rel=1e-12, abs=1e-12)
     np.testing.assert_allclose(dh, dh2, atol=1e-12)
     np.testing.assert_allclose(dE, dEt.T, atol=1e-12)
 

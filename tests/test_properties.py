@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from numpy_transformer import fast, parallel
 from numpy_transformer import functional as F
 from numpy_transformer.models import TransformerClassifier, TransformerLM
+from numpy_transformer.pretrain import CausalObjective
 from numpy_transformer.nn import (Dropout, Embedding, FeedForward, LayerNorm, Linear, MultiHeadAttention,
                                   PositionalEncoding, TransformerBlock, TransformerEncoder)
 
@@ -354,6 +355,13 @@ def _run_every_fast_path(rng, B, T=3, H=2, Dh=2):
         fast.dropout_fast_backward(_spy(dy), _spy(relu_scale))
         if scale is not None:
             fast.dropout_fast_backward(_spy(dy), _spy(scale))
+    _, (_, t) = fast.gelu_fast(_spy(x))                     # element-wise: every element is a row
+    fast.gelu_fast_backward(_spy(dy), (_spy(x), _spy(t)))
+    # the fused output layer: positions are rows, a block's (r, V) logits stay inside the slice
+    targets = rng.integers(0, 5, size=B)
+    targets[0] = -100
+    fast.tied_output_cross_entropy_fast(_spy(rng.standard_normal((B, D))), rng.standard_normal((5, D)), _spy(targets),
+                                        rows_per_block=1)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -381,6 +389,8 @@ def test_a_training_step_of_both_models_hands_each_row_to_exactly_one_slice(slic
                                     attention_dropout=0.2, activation="gelu", dtype=DTYPE)):
             logits = model(ids, mask)
             model.backward(np.ones_like(logits))
+        model.use_fast_paths(True)                          # pre-training's step: the fused output layer too
+        CausalObjective().loss_and_backward(model, (ids, rng.integers(0, 7, size=ids.shape)))
     assert_every_row_exactly_once(slice_log, threads, watched=False)
     assert {c["caller"] for c in slice_log} == _callers_of_for_each_slice()
 
