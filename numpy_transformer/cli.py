@@ -48,9 +48,24 @@ class UserError(Exception):
 #: every machine. About 3 minutes of training on the 2-core project machine with 2 threads
 #: when it is not loaded (~64 ms a step); see the README ("What `make demo` does").
 DEMO_STEPS = 2600
+#: What the demo starts from: the character language model `pretrain` made (notebooks/assets/README.md).
+#: Fine-tuned from it, the classifier beats the same model trained from scratch on validation
+#: (README, "Transfer learning"); `--init-from none` gives the from-scratch demo.
+DEMO_INIT = Path(__file__).resolve().parent.parent / "notebooks" / "assets" / "lm_small.npz"
+#: Fine-tuning budget and peak learning rate (chosen on validation, README "Transfer learning").
+DEMO_FINETUNE_STEPS = 1000
+FINETUNE_LR = 5e-4
 #: No clock limit by default (a slower machine takes longer, and prints the same numbers);
 #: `--time-budget` adds one, and a run the clock cuts short says so.
 DEMO_TIME_BUDGET = None
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it (shorter in help and output)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _split_by_md5(full, flag="--data"):
@@ -298,16 +313,69 @@ def _prepare_training(args, command):
     """
     from . import runs
     from .tokenizer import CharTokenizer
+    init = _init_checkpoint(args, command)
+    _fill_budget_defaults(args, init, command)
     runs.check_flags(args)
     splits = _load_data(args)
-    tok = CharTokenizer.build(splits["train"].texts, min_freq=args.min_freq)
+    provenance = {}
+    if init is None:
+        tok = CharTokenizer.build(splits["train"].texts, min_freq=args.min_freq)
+        model = _build_model(args, tok.vocab_size)
+    else:
+        model, tok, provenance = _pretrained_model(args, init)
     runs.check_vocabulary(tok, splits["train"].texts)
-    model = _build_model(args, tok.vocab_size)
     config = _train_config(args)
     run = runs.RunDir(args.out, command="python -m numpy_transformer train",
                       extra={"command": command, "args": _saved_args(args), "data": args.data or "corpus",
-                             "train_md5": _data_fingerprint(splits["train"])})
+                             "train_md5": _data_fingerprint(splits["train"]), **provenance})
     return run, splits, tok, model, config
+
+
+def _fill_budget_defaults(args, init, command):
+    """--lr and the demo's --steps when not given: fine-tuning takes smaller and fewer steps than training anew."""
+    if args.lr is None:
+        args.lr = 1e-3 if init is None else FINETUNE_LR
+    if command == "demo" and args.steps is None:
+        args.steps = DEMO_STEPS if init is None else DEMO_FINETUNE_STEPS
+
+
+#: The model flags a pre-trained checkpoint decides (its shape and its vocabulary).
+_SHAPE_FLAGS = ("d_model", "heads", "layers", "d_ff", "norm", "min_freq", "attention", "pos_encoding", "window",
+                "global_tokens")
+
+
+def _init_checkpoint(args, command):
+    """The --init-from file as a Path, or None for a model trained from scratch; checked before any work.
+
+    The shape flags are refused next to --init-from: the pre-trained model decides
+    the width, depth, heads, LayerNorm placement and the vocabulary.
+    """
+    value = getattr(args, "init_from", None)
+    if value is None or str(value).lower() in ("none", "scratch"):
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise UserError(f"--init-from: no such file {str(path)!r} (a checkpoint of `pretrain`, or 'none' to "
+                        f"train from scratch)")
+    defaults = vars(build_parser().parse_args([command]))
+    for key in _SHAPE_FLAGS:
+        if key in defaults and getattr(args, key, None) != defaults[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag}: the pre-trained model given by --init-from decides the model's shape and "
+                            f"vocabulary; leave {flag} out (or give --init-from none)")
+    return path
+
+
+def _pretrained_model(args, path):
+    """(model, tokenizer, provenance): a classifier whose trunk is copied from the checkpoint at ``path``."""
+    from .transfer import classifier_from_pretrained
+    model, tok, provenance = classifier_from_pretrained(path, pooling=args.pooling, dropout=args.dropout,
+                                                        seed=args.seed)
+    if args.max_len > model.max_len:
+        raise UserError(f"--max-len: the pre-trained model reads at most {model.max_len} tokens, got {args.max_len}")
+    if args.attention_dropout:
+        raise UserError("--attention-dropout: not available with --init-from (the pre-trained blocks have none)")
+    return model, tok, provenance
 
 
 # Flags that do not change the numbers, so --resume may be given new values of them.
@@ -346,9 +414,20 @@ def cmd_demo(args):
 
     print("\n" + "=" * 78)
     budget = f"{args.steps} steps" if args.steps else f"{args.epochs} epochs"
-    print(f"Step 2. Train a classifier on {'--data ' + args.data if args.data else 'the real corpus'} "
-          f"(budget: {budget}, the same on every machine)")
+    where = '--data ' + args.data if args.data else 'the real corpus'
+    init = run.extra.get("init_from")
+    if init:
+        print(f"Step 2. Fine-tune the pre-trained language model on {where} (budget: {budget}, the same on "
+              f"every machine)")
+    else:
+        print(f"Step 2. Train a classifier from scratch on {where} (budget: {budget}, the same on every machine)")
     print("=" * 78)
+    if init:
+        print(f"    starting from {init} ({run.extra['init_class']}, pre-trained by `pretrain` on news and the "
+              f"training reviews):\n    its embeddings and {len(model.encoder.blocks)} blocks are copied "
+              f"({run.extra['copied']} tensors), the head is new; {run.extra['style']}-style (the causal mask "
+              f"stays).\n    Pre-trained, it beats the same model trained from scratch on validation (README, "
+              f"Transfer learning);\n    --init-from none trains from scratch instead.")
     print(f"    train {len(splits['train'])}, validation {len(splits['valid'])}, test {len(splits['test'])} reviews")
     print(f"    vocabulary {tok.vocab_size} characters; model {model.num_parameters():,} parameters")
     history = fit(model, splits["train"], splits["valid"], tok, config, progress=not args.no_progress, run=run)
@@ -585,7 +664,7 @@ def cmd_figures(args):
 # Argument parsing
 # --------------------------------------------------------------------------- #
 
-def _add_model_flags(p):
+def _add_model_flags(p, init_from=None):
     g = p.add_argument_group("model")
     g.add_argument("--d-model", type=int, default=128, help="model width D (default 128)")
     g.add_argument("--heads", type=int, default=4, help="attention heads H (default 4)")
@@ -600,21 +679,26 @@ def _add_model_flags(p):
     g.add_argument("--pooling", choices=["cls", "mean"], default="mean",
                    help="sequence pooling, errata E4: masked mean (default; better on validation) or [CLS]")
     g.add_argument("--min-freq", type=int, default=2, help="keep characters seen at least this often (default 2)")
+    g.add_argument("--init-from", metavar="CKPT", default=init_from,
+                   help="start from a pre-trained checkpoint (`pretrain`): its embeddings and blocks are copied, "
+                        "the head is new, and the shape and vocabulary are its own; 'none' trains from scratch "
+                        f"(default {'none' if init_from is None else init_from})")
     from .longtext import add_model_flags
     add_model_flags(g)
 
 
-def _add_train_flags(p, epochs, steps, budget):
+def _add_train_flags(p, epochs, steps, budget, steps_default=None):
     g = p.add_argument_group("training (budgets count steps, so every machine trains the same)")
     g.add_argument("--epochs", type=int, default=epochs, help=f"at most this many epochs (default {epochs})")
     g.add_argument("--steps", type=int, default=steps,
                    help=f"at most this many training steps; the learning-rate schedule spans them "
-                        f"(default {steps if steps else 'all the epochs'})")
+                        f"(default {steps_default or steps or 'all the epochs'})")
     g.add_argument("--time-budget", type=float, default=budget,
                    help="a safety cut in seconds: the clock may stop the run early, and then it says so "
                         f"(default {budget if budget else 'none'})")
     g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of AdamW (default 1e-3)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate of AdamW (default 1e-3 from scratch, {FINETUNE_LR:g} with --init-from)")
     g.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
     g.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (default 3)")
     g.add_argument("--log-every", type=int, default=50,
@@ -640,8 +724,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the article's example, then train, evaluate, predict, plot and save")
-    _add_model_flags(p)
-    _add_train_flags(p, epochs=30, steps=DEMO_STEPS, budget=DEMO_TIME_BUDGET)
+    _add_model_flags(p, init_from=_shown_path(DEMO_INIT))
+    _add_train_flags(p, epochs=30, steps=None, budget=DEMO_TIME_BUDGET,
+                     steps_default=f"{DEMO_FINETUNE_STEPS} with --init-from, {DEMO_STEPS} from scratch")
     p.add_argument("--data", help="a TSV/CSV of text<TAB>label instead of the built-in corpus")
     p.add_argument("--out", default=str(DEFAULT_RUN_DIR / "demo"), help="output folder (default runs/demo)")
     p.set_defaults(func=cmd_demo)

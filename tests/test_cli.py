@@ -13,7 +13,7 @@ from numpy_transformer.cli import main
 from numpy_transformer.models import TransformerLM
 from numpy_transformer.tokenizer import CharTokenizer
 
-TINY_MODEL = ["--d-model", "8", "--heads", "2", "--layers", "1", "--d-ff", "16", "--max-len", "24", "--min-freq", "1"]
+TINY_MODEL = ["--init-from", "none", "--d-model", "8", "--heads", "2", "--layers", "1", "--d-ff", "16", "--max-len", "24", "--min-freq", "1"]
 TINY = TINY_MODEL + ["--epochs", "1", "--batch-size", "16", "--warmup", "2", "--no-progress"]
 
 POSITIVE = ["这本书很好看，我很喜欢", "质量不错，推荐购买", "非常满意，物流也快", "内容精彩，值得一读", "好用，下次还买"]
@@ -178,6 +178,10 @@ def test_a_clock_cut_says_so(tsv, tmp_path, capsys):
     (["train", "--data", "{tmp}/ok.tsv", "--min-freq", "1000000", "--out", "{tmp}/r"],
      "--min-freq: the vocabulary has 0 characters"),
     (["train", "--resume", "{tmp}"], "--resume: "),
+    (["train", "--init-from", "{tmp}/missing.npz"], "--init-from: no such file"),
+    (["demo", "--init-from", "{lm}", "--layers", "3"], "--layers: the pre-trained model given by --init-from"),
+    (["train", "--init-from", "{lm}", "--min-freq", "1"], "--min-freq: the pre-trained model"),
+    (["train", "--init-from", "{lm}", "--max-len", "64"], "--max-len: the pre-trained model reads at most 16"),
     (["train", "--resume", "{tmp}/nowhere"], "--resume: no such folder"),
     (["train", "--data", "{tmp}/missing.tsv"], "missing.tsv"),
     (["train", "--data", "{tmp}/one_column.tsv"], "line 2"),
@@ -354,3 +358,68 @@ def test_an_interrupted_demo_can_be_finished_by_train_resume(tsv, tmp_path, caps
     assert f"train --resume {tmp_path}" in err
     assert main(["train", "--resume", str(tmp_path)]) == 0
     assert load(tmp_path / "classifier.npz").extra["history"]["step"][-1] == 10
+
+
+# --------------------------------------------------------------------------- #
+# --init-from: train and demo start from a pre-trained language model
+# --------------------------------------------------------------------------- #
+
+@pytest.fixture()
+def tiny_lm(tsv, tmp_path):
+    """A tiny causal LM saved with a vocabulary that covers the TSV fixture, as `pretrain` would save it."""
+    texts = [line.split("\t")[0] for line in Path(tsv).read_text(encoding="utf-8").splitlines()[1:]]
+    tok = CharTokenizer.build(texts, min_freq=1)
+    path = tmp_path / "tiny_lm.npz"
+    save(path, TransformerLM(vocab_size=tok.vocab_size, d_model=8, n_heads=2, n_layers=1, d_ff=16, max_len=24,
+                             dropout=0.0, norm="pre", seed=1), tokenizer=tok, extra={"objective": "causal"})
+    return path
+
+
+INIT_FLAGS = ["--epochs", "1", "--batch-size", "16", "--warmup", "2", "--no-progress", "--max-len", "24"]
+
+
+def test_train_init_from_copies_the_language_model_and_records_where_it_came_from(tsv, tiny_lm, tmp_path):
+    from numpy_transformer.checkpoint import load
+    assert main(["train", "--data", str(tsv), "--init-from", str(tiny_lm), "--out", str(tmp_path / "r")]
+                + INIT_FLAGS) == 0
+    ckpt = load(tmp_path / "r" / "classifier.npz")
+    lm = load(tiny_lm)
+    assert type(ckpt.model).__name__ == "TransferClassifier" and ckpt.model.causal
+    assert ckpt.tokenizer == lm.tokenizer                       # the pre-training vocabulary, unchanged
+    assert ckpt.model.config["d_model"] == 8 and len(ckpt.model.encoder.blocks) == 1
+    assert ckpt.extra["init_from"] == str(tiny_lm) and len(ckpt.extra["init_md5"]) == 32
+    assert ckpt.extra["args"]["lr"] == 5e-4                     # fine-tuning's default peak learning rate
+
+
+def test_demo_fine_tunes_from_the_given_checkpoint_and_says_so(tsv, tiny_lm, tmp_path, capsys):
+    assert main(["demo", "--data", str(tsv), "--init-from", str(tiny_lm), "--out", str(tmp_path / "d"),
+                 "--steps", "6"] + INIT_FLAGS) == 0
+    out = capsys.readouterr().out
+    assert "Fine-tune the pre-trained language model" in out and f"starting from {tiny_lm}" in out
+    assert "budget: 6 steps" in out
+
+
+def test_the_demo_starts_from_the_shipped_language_model_by_default():
+    from numpy_transformer import cli
+    args = cli.build_parser().parse_args(["demo"])
+    assert Path(args.init_from).resolve() == cli.DEMO_INIT and cli.DEMO_INIT.is_file()
+    cli._fill_budget_defaults(args, cli.DEMO_INIT, "demo")
+    assert (args.steps, args.lr) == (cli.DEMO_FINETUNE_STEPS, cli.FINETUNE_LR)
+    scratch = cli.build_parser().parse_args(["demo", "--init-from", "none"])
+    cli._fill_budget_defaults(scratch, None, "demo")
+    assert (scratch.steps, scratch.lr) == (cli.DEMO_STEPS, 1e-3)
+
+
+def test_an_interrupted_fine_tuning_run_resumes_exactly(tsv, tiny_lm, tmp_path, capsys, monkeypatch):
+    from numpy_transformer.checkpoint import load
+    flags = ["--data", str(tsv), "--init-from", str(tiny_lm), "--epochs", "2"] + INIT_FLAGS[2:]
+    assert main(["train", "--out", str(tmp_path / "whole")] + flags) == 0
+    with monkeypatch.context() as m:
+        _interrupting_fit(m, at_step=5)
+        assert main(["train", "--out", str(tmp_path / "cut")] + flags) == 130
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    whole = load(tmp_path / "whole" / "classifier.npz")
+    resumed = load(tmp_path / "cut" / "classifier.npz")
+    assert whole.extra["history"]["train_loss"] == resumed.extra["history"]["train_loss"]
+    for (name, a), (_, b) in zip(whole.model.named_parameters(), resumed.model.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
