@@ -98,6 +98,9 @@ def _load_data(args, training=True):
         splits = load_corpus()
     if training:
         runs.check_two_classes(splits["train"].labels, where=f"--data {args.data}" if args.data else "corpus")
+        if getattr(args, "length_mix", False):
+            from .data import with_short_views
+            splits["train"] = with_short_views(splits["train"])
     return splits
 
 
@@ -687,7 +690,7 @@ def _add_model_flags(p, init_from=None):
     add_model_flags(g)
 
 
-def _add_train_flags(p, epochs, steps, budget, steps_default=None):
+def _add_train_flags(p, epochs, steps, budget, steps_default=None, length_mix=False):
     g = p.add_argument_group("training (budgets count steps, so every machine trains the same)")
     g.add_argument("--epochs", type=int, default=epochs, help=f"at most this many epochs (default {epochs})")
     g.add_argument("--steps", type=int, default=steps,
@@ -703,6 +706,10 @@ def _add_train_flags(p, epochs, steps, budget, steps_default=None):
     g.add_argument("--patience", type=int, default=3, help="early stopping patience in epochs (default 3)")
     g.add_argument("--log-every", type=int, default=50,
                    help="steps between two points of the training-loss curve (default 50)")
+    g.add_argument("--length-mix", action=argparse.BooleanOptionalAction, default=length_mix,
+                   help="add the opening and closing clauses of every long training review as short examples "
+                        "with its label (data.short_views: in the corpus short reviews are mostly negative; "
+                        f"default {'on' if length_mix else 'off'})")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -34,6 +34,7 @@ import csv
 import hashlib
 import importlib.util
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,6 +406,67 @@ def load_short_reviews(with_domains: bool = False):
     labels = np.array([_parse_label(r[1], SHORT_REVIEWS_PATH, i + 2) for i, r in enumerate(rows)], dtype=np.int64)
     ds = Dataset(texts, labels)
     return (ds, [r[2] for r in rows]) if with_domains else ds
+
+
+# ---------------------------------------------------------------------------
+# Length mix: short views of long reviews
+# ---------------------------------------------------------------------------
+
+# A clause: characters up to and including the punctuation (or spaces) that ends it.
+_CLAUSE = re.compile(r"[^，。！？；,.!?;…~～\s]+[，。！？；,.!?;…~～\s]*")
+
+
+def clauses(text: str) -> list[str]:
+    """``text`` cut after each clause-ending mark: ``"".join(clauses(t))`` gives ``t`` without leading marks."""
+    return _CLAUSE.findall(text)
+
+
+def _end_view(parts: list[str], longest: int, from_end: bool = False) -> str:
+    """The longest run of whole clauses from the start (or the end) of ``parts`` within ``longest`` characters."""
+    view, n = [], 0
+    for part in (reversed(parts) if from_end else parts):
+        if n + len(part) > longest:
+            break
+        view.append(part)
+        n += len(part)
+    return "".join(reversed(view) if from_end else view)
+
+
+def short_views(data: Dataset, longer_than: int = 60, longest: int = 40, shortest: int = 6,
+                ends: Sequence[str] = ("start", "end")) -> Dataset:
+    """Extra training examples: the opening and the closing clauses of every long review, with its label.
+
+    Why: in the review corpus, length and label are tangled. Short book reviews
+    are 89 % negative and long ones 77 % positive, so a model learns "short
+    book review, so negative" and calls 「这本书太好看了」 negative. A review
+    usually states its verdict in its first or last sentence; cutting those
+    out of the long reviews (whole clauses, at most ``longest`` characters, at
+    least ``shortest``) gives short texts with the long reviews' label mix.
+    The views are noisy labels (an opening can be neutral), which costs a
+    little test accuracy; see README, "What `make demo` does".
+
+    ``data``: the training split only. Returns a new Dataset of the views, in
+    the order of ``data`` (start view before end view); deterministic.
+    """
+    if any(end not in ("start", "end") for end in ends):
+        raise ValueError(f"ends: expected 'start' and/or 'end', got {list(ends)}")
+    texts, labels = [], []
+    for text, label in zip(data.texts, data.labels.tolist()):
+        if len(text) <= longer_than:
+            continue
+        parts = clauses(text)
+        for end in ends:
+            view = _end_view(parts, longest, from_end=(end == "end")).strip()
+            if len(view) >= shortest:
+                texts.append(view)
+                labels.append(label)
+    return Dataset(texts, np.array(labels, dtype=np.int64))
+
+
+def with_short_views(data: Dataset, **options) -> Dataset:
+    """``data`` followed by its `short_views` (the training set of ``--length-mix``)."""
+    views = short_views(data, **options)
+    return Dataset(data.texts + views.texts, np.concatenate([data.labels, views.labels]))
 
 
 # ---------------------------------------------------------------------------

@@ -423,3 +423,17 @@ def test_an_interrupted_fine_tuning_run_resumes_exactly(tsv, tiny_lm, tmp_path, 
     assert whole.extra["history"]["train_loss"] == resumed.extra["history"]["train_loss"]
     for (name, a), (_, b) in zip(whole.model.named_parameters(), resumed.model.named_parameters()):
         np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+def test_length_mix_adds_short_views_to_the_training_split_only(tsv, tmp_path, capsys):
+    long_tsv = tmp_path / "long.tsv"
+    rows = ["text\tlabel"]
+    for i in range(60):
+        opening = POSITIVE[i % 5] if i % 2 else NEGATIVE[i % 5]
+        rows.append(f"{opening}。{'中间的话很多很多，' * 8}结尾{i}。\t{'positive' if i % 2 else 'negative'}")
+    long_tsv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for flag, name in (("--length-mix", "mix"), ("--no-length-mix", "plain")):
+        assert main(["train", "--data", str(long_tsv), "--out", str(tmp_path / name), flag] + TINY) == 0
+    out = capsys.readouterr().out
+    sizes = [int(line.split()[1].rstrip(",")) for line in out.splitlines() if line.startswith("train ")]
+    assert sizes[0] == 3 * sizes[1]            # each long training review and its two views; valid/test as they were

@@ -312,3 +312,37 @@ def test_batch_iterator_on_the_corpus(corpus):
     ref = next(batch_iterator(ds, tok, 64, 64))
     for x, y in zip(first, ref):
         np.testing.assert_array_equal(x, y)
+
+
+# --------------------------------------------------------------------------- #
+# Length mix: short views of long reviews
+# --------------------------------------------------------------------------- #
+
+from numpy_transformer.data import clauses, short_views, with_short_views  # noqa: E402
+
+_PIECES = st.lists(st.text(alphabet="好书房间不错差很，。！ ", min_size=1, max_size=12), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=_PIECES, label=st.integers(0, 1), longest=st.integers(6, 30))
+def test_short_views_are_whole_clauses_from_either_end_of_long_texts(pieces, label, longest):
+    text = "".join(pieces)
+    data = Dataset([text, "短"], np.array([label, 1 - label]))
+    views = short_views(data, longer_than=5, longest=longest, shortest=2)
+    assert set(views.labels.tolist()) <= {label}            # the long text's label; the short text gives none
+    body = "".join(clauses(text))                           # the text without leading marks
+    for view in views.texts:
+        assert 2 <= len(view) <= longest
+        assert body.lstrip().startswith(view) or body.rstrip().endswith(view)
+    if len(text) <= 5:
+        assert len(views) == 0
+
+
+def test_short_views_of_a_review_are_its_first_and_last_sentences():
+    review = "这本书很好看，孩子很喜欢。" + "情节很长很长很长很长很长很长很长很长，" * 3 + "推荐购买！"
+    views = short_views(Dataset([review], np.array([1])), longer_than=20, longest=14, shortest=4)
+    assert views.texts == ["这本书很好看，孩子很喜欢。", "推荐购买！"] and views.labels.tolist() == [1, 1]
+    both = with_short_views(Dataset([review, "差"], np.array([1, 0])), longer_than=20, longest=14, shortest=4)
+    assert both.texts[:2] == [review, "差"] and len(both) == 4
+    with pytest.raises(ValueError, match="ends"):
+        short_views(Dataset([review], np.array([1])), ends=("middle",))
