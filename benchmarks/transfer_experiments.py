@@ -297,10 +297,8 @@ def cmd_ensemble(args):
                            "members_test": {n: _scores(yt, m[1]) for n, m in members.items()}})
 
 
-LABELS = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe, interim lm_small (step 250)",
-          "probe:lm_small_1125": "linear probe, lm_small step 1,125",
-          "finetune:lm_small": "fine-tuned, interim lm_small (step 250)",
-          "finetune:lm_small_1125": "fine-tuned, lm_small step 1,125 (150 steps)",
+LABELS = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
+          "finetune:lm_small": "fine-tuned from lm_small (GPT-style)",
           "finetune:scratch": "from scratch (same shape)"}
 
 

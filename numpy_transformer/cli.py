@@ -53,7 +53,7 @@ DEMO_STEPS = 2600
 #: (README, "Transfer learning"); `--init-from none` gives the from-scratch demo.
 DEMO_INIT = Path(__file__).resolve().parent.parent / "notebooks" / "assets" / "lm_small.npz"
 #: Fine-tuning budget and peak learning rate (chosen on validation, README "Transfer learning").
-DEMO_FINETUNE_STEPS = 1000
+DEMO_FINETUNE_STEPS = 800
 FINETUNE_LR = 5e-4
 #: No clock limit by default (a slower machine takes longer, and prints the same numbers);
 #: `--time-budget` adds one, and a run the clock cuts short says so.
@@ -429,9 +429,12 @@ def cmd_demo(args):
         print(f"    starting from {init} ({run.extra['init_class']}, pre-trained by `pretrain` on news and the "
               f"training reviews):\n    its embeddings and {len(model.encoder.blocks)} blocks are copied "
               f"({run.extra['copied']} tensors), the head is new; {run.extra['style']}-style (the causal mask "
-              f"stays).\n    Pre-trained, it beats the same model trained from scratch on validation (README, "
-              f"Transfer learning);\n    --init-from none trains from scratch instead.")
+              f"stays).\n    Why: README, \"Transfer learning\" (pre-trained vs from scratch, on validation); "
+              f"--init-from none trains from scratch instead.")
     print(f"    train {len(splits['train'])}, validation {len(splits['valid'])}, test {len(splits['test'])} reviews")
+    if args.length_mix:
+        print("    (train includes the opening and closing clauses of every long training review as short examples:\n"
+              "     --length-mix, on by default here, because the corpus's short reviews are mostly negative)")
     print(f"    vocabulary {tok.vocab_size} characters; model {model.num_parameters():,} parameters")
     history = fit(model, splits["train"], splits["valid"], tok, config, progress=not args.no_progress, run=run)
     if history.interrupted:
@@ -733,7 +736,8 @@ def build_parser():
     p = sub.add_parser("demo", help="the article's example, then train, evaluate, predict, plot and save")
     _add_model_flags(p, init_from=_shown_path(DEMO_INIT))
     _add_train_flags(p, epochs=30, steps=None, budget=DEMO_TIME_BUDGET,
-                     steps_default=f"{DEMO_FINETUNE_STEPS} with --init-from, {DEMO_STEPS} from scratch")
+                     steps_default=f"{DEMO_FINETUNE_STEPS} with --init-from, {DEMO_STEPS} from scratch",
+                     length_mix=True)
     p.add_argument("--data", help="a TSV/CSV of text<TAB>label instead of the built-in corpus")
     p.add_argument("--out", default=str(DEFAULT_RUN_DIR / "demo"), help="output folder (default runs/demo)")
     p.set_defaults(func=cmd_demo)
