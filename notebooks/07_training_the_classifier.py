@@ -20,17 +20,17 @@
 #    and accuracy curves, the test metrics with their *correct* definitions (the article swaps them,
 #    errata **E5**), the ROC curve, a simple baseline to compare with, and the reviews the model gets wrong.
 #
-# Training the corpus model takes 150 s on a laptop CPU, too long for a notebook that should run in
+# Training the corpus model takes about a minute on a laptop CPU, too long for a notebook that should run in
 # seconds, so by default the notebook loads the model trained by that exact command
 # (`notebooks/assets/classifier_small.npz`, see `notebooks/assets/README.md`). Set `RETRAIN = True`
-# below to train it from scratch instead; your numbers will then differ a little, because a time budget
-# gives a faster machine more steps.
+# below to train it from scratch instead; the budget is 1,532 steps, so you get the same model (up to the
+# floating-point rounding of your machine's thread count).
 
 # %%
 from numpy_transformer import viz
 viz.notebook_setup(precision=4)
 
-RETRAIN = False   # True: train the corpus model from scratch (150 s of training on a CPU, as above)
+RETRAIN = False   # True: train the corpus model from scratch (about a minute on a CPU, as above)
 
 # %%
 import time
@@ -138,19 +138,26 @@ for text in texts:
 #
 # The settings of the command in `notebooks/assets/README.md`: D = 64, 4 heads, 2 pre-LN layers,
 # $d_{ff}$ = 256, [CLS] pooling, dropout 0.1, AdamW (lr $10^{-3}$, weight decay 0.01, 100 warm-up steps
-# then cosine decay), batches of 32, at most 150 s of training. The character vocabulary is built from
+# then cosine decay), batches of 32, two epochs (1,532 steps). The character vocabulary is built from
 # the **training split only** (characters seen at least 3 times); anything else becomes `[UNK]`.
+#
+# One more thing about the training data: in this corpus short reviews are mostly negative (short
+# *book* reviews 89 %, long ones 77 % positive), so a model learns "short book review, so negative" and
+# calls the article's positive sentence negative. `data.with_short_views` (the CLI's `--length-mix`)
+# adds the opening and the closing clauses of every long training review as short examples with the
+# review's label: 13,832 reviews become 24,493 training texts. Validation and test are untouched.
 
 # %%
 MODEL = dict(d_model=64, n_heads=4, n_layers=2, d_ff=256, max_len=128, dropout=0.1, norm="pre",
              pooling="cls", seed=0)
-TRAINING = train.TrainConfig(epochs=30, batch_size=32, lr=1e-3, warmup_steps=100, patience=3,
-                             time_budget=150, max_len=128, seed=0)
+TRAINING = train.TrainConfig(epochs=2, batch_size=32, lr=1e-3, warmup_steps=100, patience=3,
+                             max_len=128, seed=0)
 
 if RETRAIN:
-    tok = CharTokenizer.build(splits["train"].texts, min_freq=3)
+    train_texts = data.with_short_views(splits["train"])          # the reviews, then their short views
+    tok = CharTokenizer.build(train_texts.texts, min_freq=3)
     model = TransformerClassifier(tok.vocab_size, 2, **MODEL)
-    history = train.fit(model, splits["train"], splits["valid"], tok, TRAINING, progress=False).as_dict()
+    history = train.fit(model, train_texts, splits["valid"], tok, TRAINING, progress=False).as_dict()
 else:
     ckpt = checkpoint.load(CHECKPOINT)
     model, tok, history = ckpt.model, CharTokenizer.from_dict(ckpt.tokenizer), ckpt.extra["history"]
@@ -165,8 +172,8 @@ print(f"stopped: {history['stopped_because']}; {history['step'][-1]} steps; best
 # ## 4. Loss and accuracy curves
 #
 # `train.fit` validates after every epoch and keeps the weights of the epoch with the lowest
-# validation loss. The 150-second budget ran out during the second epoch (about 550 steps of 32
-# reviews), so `history` holds two points per curve. To see where training started, the first cell
+# validation loss. The budget is two epochs (1,532 steps of 32 texts), so the validation curves have
+# two points; the training loss is also logged every 50 steps within the epochs (the thin line). To see where training started, the first cell
 # rebuilds the model *before* training — the seed in its config fixes the initial weights — and
 # evaluates it on the validation split: that is step 0.
 #
@@ -180,7 +187,8 @@ untrained = TransformerClassifier(tok.vocab_size, 2, **MODEL)      # the same in
 start = train.evaluate(untrained, splits["valid"], tok, max_len=128)
 curves = {"step": [0, *history["step"]], "train_loss": [np.nan, *history["train_loss"]],
           "valid_loss": [start["loss"], *history["valid_loss"]],
-          "valid_acc": [start["accuracy"], *history["valid_acc"]]}
+          "valid_acc": [start["accuracy"], *history["valid_acc"]],
+          "curve_step": history["curve_step"], "curve_loss": history["curve_loss"]}
 for key, values in curves.items():
     print(f"{key:>11s}", np.round(values, 4))
 fig = viz.training_curves(curves)
@@ -351,7 +359,7 @@ for (text, label), p in zip(data.SEED_SENTENCES, seed_probs):
 #   generalisation.
 # * The corpus is split by an md5 of the text, so duplicates cannot leak across splits and the split is
 #   reproducible anywhere. Validation chooses the epoch; the test split is only reported.
-# * The small model (310k parameters, 150 s of CPU training) reaches the test accuracy and AUC printed
+# * The small model (323k parameters, about a minute of CPU training) reaches the test accuracy and AUC printed
 #   above — clearly better than a character Naive Bayes, and far from perfect.
 # * Precision divides by what the model *predicted* positive, recall by what *is* positive; the
 #   article's "recall" is specificity and its "precision" is recall (E5).

@@ -114,8 +114,9 @@ for l, ax in enumerate(axes):
 # $z = \mathrm{LN}(h_{L-1}[0])\,W_c + b_c$. Everything the model knows about the other characters must
 # reach position 0 through the [CLS] row of some attention layer. **Look at** the bars against the
 # dashed line, $1/T$, what a head that attends evenly would give each token. In this checkpoint, layer
-# 0's [CLS] row picks out 不 and 无 in text 2 and 很 and 趣 in text 1; layer 1's [CLS] row puts almost a
-# third of its weight on 太 in text 2 — by then position 太 holds a mixture of its neighbours.
+# 0's [CLS] row picks out 有, 趣 and 它 in text 1 and 篇, 太 (and 想) in text 2 — a few single characters,
+# not always the ones a reader would call sentiment words; layer 1's [CLS] row is flatter and leans on
+# 章 and 太 in text 2 — by then each position holds a mixture of its neighbours.
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), layout="constrained")
@@ -157,8 +158,8 @@ for ax, (tokens, _, _), R, name in zip(axes, seed_maps, rollouts, ("text 1", "te
 #
 # A number for "more than average": the weight $[CLS] \to t$ times $T$. It is 1 when the head attends
 # evenly, 5 when token $t$ gets five times its fair share. **Look at** the table for the characters of
-# 喜欢 (text 1) and 无聊, 不 (text 2), head by head. Some heads single out some of them; no head singles
-# out all of them, and some — 欢, 聊 — get less than their share.
+# 喜欢 (text 1) and 无聊, 不 (text 2), head by head. Layer 0 ignores all of them; in layer 1, head 1
+# singles out 喜 and 欢, head 0 无 and head 3 聊 — and no head gives 不 more than its share here.
 
 # %%
 rows, values = [], []
@@ -178,9 +179,10 @@ viz.table(values, rows, [f"L{l} H{h}" for l in range(L) for h in range(H)] + ["m
 # 失望 disappointed, 不 not) and a few that do not (的, 了, and punctuation); the count of occurrences is
 # in brackets. The colour is $\log_2$ of the ratio: red = more than the even share, blue = less.
 #
-# **Look at** layer 0. Its heads divide the work: head 1 lights up for 差, 无 and 望, head 2 for 错 (of
-# 不错) and 不, head 3 for 失 and 棒, head 0 for 荐 (of 推荐) and 喜 — while 的, 了 and punctuation stay
-# at or below their even share in every head. The same pass over the test split also keeps each review's prediction, for
+# **Look at** the bright cells. The heads divide the work: in layer 0, heads 0 and 1 light up for 差
+# (47 and 32 times the even share; head 1 also for 棒), head 2 for 好, head 3 for 失 and 错; in layer 1,
+# head 1 for 错 (of 不错), 喜 and 欢, head 2 for 望, head 0 for 棒, 无 and 不 — while 的, 了 and
+# punctuation stay at or below their even share in every head. The same pass over the test split also keeps each review's prediction, for
 # section 10.
 
 # %%
@@ -228,8 +230,9 @@ fig.colorbar(image, ax=ax, label="log2 ratio");
 # and the head's [CLS] row is a softmax of a fixed score per character: a learned keyword list. The first
 # cell computes $s_h$ from the weights and checks it against the attention the model actually used on
 # text 1. The second ranks every character seen at least 50 times in the training split, at position
-# $t = 5$. **Look at** the lists: sentiment characters of both signs (差 poor, 脏 dirty, 失(望), 棒 great,
-# 错 of 不错, 荐 of 推荐 …). Attention says *where to read*; whether what is read pushes towards positive or
+# $t = 5$. **Look at** the lists: many are sentiment characters of both signs (骗 cheat, 垃(圾) rubbish,
+# 差 poor, 劣 inferior, 悔 regret, 脏 dirty, 失(望), 陋 shabby, 值(得) worth it, 赞 praise, 舒(服)
+# comfortable …), mixed with rare names and places that the model met in a few strongly coloured reviews. Attention says *where to read*; whether what is read pushes towards positive or
 # negative is decided by the values, $W^O$, the layers above and the classifier.
 
 # %%
