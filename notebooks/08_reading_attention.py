@@ -158,8 +158,9 @@ for ax, (tokens, _, _), R, name in zip(axes, seed_maps, rollouts, ("text 1", "te
 #
 # A number for "more than average": the weight $[CLS] \to t$ times $T$. It is 1 when the head attends
 # evenly, 5 when token $t$ gets five times its fair share. **Look at** the table for the characters of
-# 喜欢 (text 1) and 无聊, 不 (text 2), head by head. Layer 0 ignores all of them; in layer 1, head 1
-# singles out 喜 and 欢, head 0 无 and head 3 聊 — and no head gives 不 more than its share here.
+# 喜欢 (text 1) and 无聊, 不 (text 2), head by head. Layer 0 gives them little (无 in head 2, 1.7, is
+# the most); in layer 1, head 1 singles out 喜 and 欢, head 0 无 and head 3 聊 — and no head gives 不
+# more than its share here.
 
 # %%
 rows, values = [], []
