@@ -299,6 +299,7 @@ def cmd_ensemble(args):
 
 LABELS = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
           "finetune:lm_small": "fine-tuned from lm_small (GPT-style)",
+          "finetune:mlm": "fine-tuned from the MLM encoder (BERT-style)",
           "finetune:scratch": "from scratch (same shape)"}
 
 

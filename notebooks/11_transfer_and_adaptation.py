@@ -134,6 +134,7 @@ results = json.loads((ASSETS / "transfer_results.json").read_text(encoding="utf-
 budget = results["budget"]
 labels = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
           "finetune:lm_small": "fine-tuned from lm_small (GPT-style)",
+          "finetune:mlm": "fine-tuned from the MLM encoder (BERT-style)",
           "finetune:scratch": "from scratch (same shape)"}
 fig, ax = plt.subplots(figsize=(7, 4.5))
 for method, name in labels.items():
