@@ -374,8 +374,13 @@ def _init_checkpoint(args, command):
 def _pretrained_model(args, path):
     """(model, tokenizer, provenance): a classifier whose trunk is copied from the checkpoint at ``path``."""
     from .transfer import classifier_from_pretrained
-    model, tok, provenance = classifier_from_pretrained(path, pooling=args.pooling, dropout=args.dropout,
-                                                        seed=args.seed)
+    try:
+        model, tok, provenance = classifier_from_pretrained(path, pooling=args.pooling, dropout=args.dropout,
+                                                            seed=args.seed)
+    except ValueError as exc:
+        if str(exc).startswith("pooling:"):                 # name the flag the user gave
+            raise UserError(f"--{exc}") from None
+        raise
     if args.max_len > model.max_len:
         raise UserError(f"--max-len: the pre-trained model reads at most {model.max_len} tokens, got {args.max_len}")
     if args.attention_dropout:

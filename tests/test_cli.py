@@ -182,6 +182,7 @@ def test_a_clock_cut_says_so(tsv, tmp_path, capsys):
     (["demo", "--init-from", "{lm}", "--layers", "3"], "--layers: the pre-trained model given by --init-from"),
     (["train", "--init-from", "{lm}", "--min-freq", "1"], "--min-freq: the pre-trained model"),
     (["train", "--init-from", "{lm}", "--max-len", "64"], "--max-len: the pre-trained model reads at most 16"),
+    (["train", "--init-from", "{lm}", "--pooling", "cls"], "--pooling: 'cls' reads position 0"),
     (["train", "--resume", "{tmp}/nowhere"], "--resume: no such folder"),
     (["train", "--data", "{tmp}/missing.tsv"], "missing.tsv"),
     (["train", "--data", "{tmp}/one_column.tsv"], "line 2"),
