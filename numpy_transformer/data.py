@@ -421,7 +421,7 @@ def clauses(text: str) -> list[str]:
     return _CLAUSE.findall(text)
 
 
-def _end_view(parts: list[str], longest: int, from_end: bool = False) -> str:
+def _edge_view(parts: list[str], longest: int, from_end: bool = False) -> str:
     """The longest run of whole clauses from the start (or the end) of ``parts`` within ``longest`` characters."""
     view, n = [], 0
     for part in (reversed(parts) if from_end else parts):
@@ -438,7 +438,8 @@ def short_views(data: Dataset, longer_than: int = 60, longest: int = 40, shortes
 
     Why: in the review corpus, length and label are tangled. Short book reviews
     are 89 % negative and long ones 77 % positive, so a model learns "short
-    book review, so negative" and calls 「这本书太好看了」 negative. A review
+    book review, so negative" and calls the article's positive sentence
+    negative. A review
     usually states its verdict in its first or last sentence; cutting those
     out of the long reviews (whole clauses, at most ``longest`` characters, at
     least ``shortest``) gives short texts with the long reviews' label mix.
@@ -456,7 +457,7 @@ def short_views(data: Dataset, longer_than: int = 60, longest: int = 40, shortes
             continue
         parts = clauses(text)
         for end in ends:
-            view = _end_view(parts, longest, from_end=(end == "end")).strip()
+            view = _edge_view(parts, longest, from_end=(end == "end")).strip()
             if len(view) >= shortest:
                 texts.append(view)
                 labels.append(label)
