@@ -56,7 +56,7 @@ import numpy as np
 
 from . import functional as F
 from .backend import to_numpy
-from .checkpoint import CheckpointError, _file_mode, _fsync_directory
+from .checkpoint import CheckpointError, _default_registry, _file_mode, _fsync_directory
 from .data import Dataset, batch_iterator
 from .models import TransformerClassifier, _check_ids_and_mask
 from .nn import FeedForward, Module, MultiHeadAttention, Parameter
@@ -348,7 +348,8 @@ class Int8Classifier(Module):
 
     ``Int8Classifier(model)`` quantizes a trained float model (post-training
     quantization); it keeps the float model's LayerNorms, positional encoding
-    and pooling.
+    and pooling, and, for a fine-tuned language model
+    (`transfer.TransferClassifier`), its causal mask and "last" pooling.
     """
 
     def __init__(self, model, quantized=None):
@@ -409,7 +410,10 @@ class Int8Classifier(Module):
         q, s = self.quantized["embed.E"]
         x = F.dequantize_int8(q[np.asarray(ids)], s)                                # (B, T, D) from int8 rows
         x = model.pos(x * model._embed_scale if model.scale_embeddings else x)
-        attend = None if mask is None else F.padding_mask(np.asarray(mask))
+        attend = None if mask is None else F.padding_mask(np.asarray(mask))             # (B, 1, 1, T)
+        if getattr(model, "causal", False):                                             # a fine-tuned causal LM
+            causal = F.causal_mask(np.asarray(ids).shape[1])                            # (T, T)
+            attend = causal if attend is None else causal & attend                      # (B, 1, T, T)
         for i, block in enumerate(model.encoder.blocks):
             p = f"encoder.blocks.{i}."
             attn = lambda h: self._attention(h, attend, block.attn, p + "attn.")   # noqa: E731
@@ -425,10 +429,12 @@ class Int8Classifier(Module):
                 x = x + attn(xn) + ffn(xn)
         if model.encoder.final_norm is not None:
             x = model.encoder.final_norm(x)
+        m = np.ones(x.shape[:2], x.dtype) if mask is None else np.asarray(mask).astype(x.dtype)   # (B, T)
         if model.pooling == "cls":
             pooled = x[:, 0]
+        elif model.pooling == "last":                                                   # the last real token
+            pooled = x[np.arange(x.shape[0]), m.sum(axis=1).astype(np.int64) - 1]      # (B, D)
         else:
-            m = np.ones(x.shape[:2], x.dtype) if mask is None else np.asarray(mask).astype(x.dtype)
             pooled = (x * (m / m.sum(axis=1, keepdims=True))[:, :, None]).sum(axis=1)   # (B, D)
         return self._linear(pooled, "head.W", model.head.b)                         # (B, C)
 
@@ -732,6 +738,21 @@ class CompressedCheckpoint:
     header: dict = field(default_factory=dict, repr=False)
 
 
+def _classifier_class(path, name):
+    """The classifier class a compressed file names: `TransformerClassifier` or a registered subclass of it.
+
+    A fine-tuned model (`transfer.TransferClassifier`, what ``train --init-from``
+    and ``make demo`` write) is a `TransformerClassifier` with a causal mask and
+    more poolings; its module registers it with `checkpoint.register_model`, so
+    this layer finds it without importing upward.
+    """
+    cls = _default_registry().get(name)
+    if cls is None or not issubclass(cls, TransformerClassifier):
+        raise CheckpointError(f"{path}: expected a TransformerClassifier (or a fine-tuned subclass of it), "
+                              f"got {name!r}")
+    return cls
+
+
 def load_compressed(path, compute=None):
     """Read a file written by `save_compressed` and rebuild a model that runs.
 
@@ -757,11 +778,10 @@ def load_compressed(path, compute=None):
     if header.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: written by a newer numpy_transformer (compressed format version "
                               f"{header.get('version')}); this one reads up to {VERSION}")
-    if header["model"]["class"] != "TransformerClassifier":
-        raise CheckpointError(f"{path}: expected a TransformerClassifier, got {header['model']['class']!r}")
+    cls = _classifier_class(path, header["model"]["class"])
     compute = compute or header.get("compute", "float32")
     try:
-        model = TransformerClassifier.from_config(header["model"]["config"])
+        model = cls.from_config(header["model"]["config"])
         _apply_structure(model, header["model"]["structure"])
         state, quantized = {}, {}
         for name, record in header["tensors"].items():
