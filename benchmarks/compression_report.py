@@ -4,7 +4,7 @@
         python benchmarks/compression_report.py --part table sweep \\
         --base notebooks/assets/classifier_small.npz
     NUMPY_TRANSFORMER_THREADS=1 OPENBLAS_NUM_THREADS=1 \\
-        python benchmarks/compression_report.py --part distill --teacher runs/teacher128/classifier.npz
+        python benchmarks/compression_report.py --part distill --teacher runs/transfer/ft_lm_small.npz
 
 Parts (each writes benchmarks/results/compression_<part>.json; ``figure`` draws
 figures/compression_accuracy_vs_size.png from whatever JSON is there):
@@ -82,10 +82,7 @@ def part_timing(args, splits):
     wall-clock times of identical models differed by up to 1.5x.
     """
     from numpy_transformer.cli import _load_checkpoint
-    rows, _ = load_table_rows()
-    distill = RESULTS / "compression_distill.json"
-    if distill.exists() and "student_row" in json.load(open(distill)):
-        rows.append(json.load(open(distill))["student_row"])
+    rows = all_rows()
     texts = splits["test"].texts
     models = [_load_checkpoint(Path(args.workdir) / row["file"])[:2] for row in rows]
     for model, tok in models:             # warm-up: the first pass pays for page faults and cold caches
@@ -122,6 +119,16 @@ def load_table_rows():
             rows += data["rows"]
             extra.update({k: v for k, v in data.items() if k != "rows"})
     return rows, extra
+
+
+def all_rows():
+    """The table's rows, then the distillation part's teacher and student (when it has run)."""
+    rows, _ = load_table_rows()
+    distill = RESULTS / "compression_distill.json"
+    if distill.exists():
+        data = json.load(open(distill))
+        rows += [data[key] for key in ("teacher_row", "student_row") if key in data]
+    return rows
 
 
 TABLE_GROUPS = ("quantization", "pruning", "pruning_gradual_global", "pruning_long_layer", "heads", "heads_long")
@@ -252,60 +259,92 @@ def part_sweep(args, splits):
 
 
 def part_distill(args, splits):
+    """A student with <= 1/4 of the teacher's parameters: alone, with soft labels, with hard labels; 3 seeds.
+
+    Teacher: the fine-tuned language model (``--teacher``, default
+    runs/transfer/ft_lm_small.npz, made by the command in README § Transfer
+    learning). Student: a bidirectional classifier of width ``--student-d``,
+    ``--student-layers`` layers, the teacher's vocabulary. The training texts are
+    the training split plus its `data.short_views` (the opening and closing
+    clauses of long reviews, what ``--length-mix`` adds): with distillation the
+    teacher labels them, which is where a student learns more than the labels
+    say. Every choice (the control's data and steps, T and alpha) is made on
+    validation with seed 0; then three seeds of each.
+    """
+    from numpy_transformer import transfer  # noqa: F401  (registers TransferClassifier for checkpoint.load)
+    from numpy_transformer.data import with_short_views
+    if not Path(args.teacher).exists():
+        sys.exit(f"--teacher: {args.teacher} does not exist; make it with the fine-tuning command of README "
+                 f"§ Transfer learning (benchmarks/transfer_experiments.py finetune ... --save {args.teacher})")
     teacher, tok = load_base(args.teacher)
     max_len = teacher.config["max_len"]
     t0 = time.perf_counter()
-    logits = C.teacher_logits(teacher, splits["train"], tok, max_len=max_len)
+    data = {"train": splits["train"], "train + views": with_short_views(splits["train"])}
+    logits = {name: C.teacher_logits(teacher, d, tok, max_len=max_len) for name, d in data.items()}
     t_test = evaluate(teacher, splits["test"], tok, max_len=max_len)
     t_valid = evaluate(teacher, splits["valid"], tok, max_len=max_len)
     print(f"teacher: {teacher.num_parameters():,} parameters, test acc {t_test['accuracy']:.4f}, "
           f"valid {t_valid['accuracy']:.4f}", flush=True)
-    student_cfg = dict(d_model=args.student_d, n_heads=4 if args.student_d % 4 == 0 else 2, n_layers=args.student_layers,
-                       d_ff=4 * args.student_d, max_len=max_len, dropout=0.1, norm=teacher.config["norm"],
-                       pooling=teacher.config["pooling"])
-    print(f"student: {TransformerClassifier(tok.vocab_size, 2, **student_cfg).num_parameters():,} parameters")
+    student_cfg = dict(d_model=args.student_d, n_heads=4, n_layers=args.student_layers, d_ff=4 * args.student_d,
+                       max_len=max_len, dropout=0.1, norm="pre", pooling="mean")
+    n_student = TransformerClassifier(tok.vocab_size, 2, **student_cfg).num_parameters()
+    print(f"student: {n_student:,} parameters ({n_student / teacher.num_parameters():.1%} of the teacher)")
     result = {"teacher": str(args.teacher), "teacher_parameters": teacher.num_parameters(),
               "teacher_test_accuracy": t_test["accuracy"], "teacher_test_auc": t_test["auc"],
-              "teacher_valid_accuracy": t_valid["accuracy"], "student": student_cfg, "steps": args.distill_steps,
+              "teacher_valid_accuracy": t_valid["accuracy"], "student": student_cfg, "student_parameters": n_student,
+              "transfer_sets": {name: len(d) for name, d in data.items()}, "lr": args.distill_lr,
               "choice": [], "runs": []}
+    out = RESULTS / "compression_distill.json"
 
-    def run(mode, seed, temperature=2.0, alpha=0.5):
+    def run(mode, seed, texts, steps, temperature=2.0, alpha=0.5, save=None):
         student = TransformerClassifier(tok.vocab_size, 2, seed=seed, **student_cfg)
-        cfg = C.FinetuneConfig(steps=args.distill_steps, lr=args.distill_lr, warmup_steps=100, max_len=max_len, seed=seed,
+        cfg = C.FinetuneConfig(steps=steps, lr=args.distill_lr, warmup_steps=100, max_len=max_len, seed=seed,
                                temperature=temperature, alpha=alpha)
-        C.finetune(student, splits["train"], tok, cfg, teacher_logits=None if mode == "alone" else logits,
+        C.finetune(student, data[texts], tok, cfg, teacher_logits=None if mode == "alone" else logits[texts],
                    hard_labels=mode == "hard")
         v = evaluate(student, splits["valid"], tok, max_len=max_len)
         t = evaluate(student, splits["test"], tok, max_len=max_len)   # reported, never used to choose
-        row = dict(mode=mode, seed=seed, temperature=temperature, alpha=alpha, valid_accuracy=v["accuracy"],
-                   test_accuracy=t["accuracy"], test_auc=t["auc"], parameters=student.num_parameters())
+        row = dict(mode=mode, seed=seed, texts=texts, steps=steps, temperature=temperature, alpha=alpha,
+                   valid_accuracy=v["accuracy"], test_accuracy=t["accuracy"], test_auc=t["auc"],
+                   parameters=student.num_parameters())
         print(row, flush=True)
+        if save:
+            checkpoint.save(save, student, tokenizer=tok.to_dict())
         result["seconds"] = time.perf_counter() - t0
-        return row, student
+        return row
 
-    # 1. T and alpha on validation (seed 0)
-    for temperature in (2.0,):
-        for alpha in (0.5, 0.9):
-            result["choice"].append(run("soft", 0, temperature, alpha)[0])
-            json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
-    best = max(result["choice"], key=lambda r: r["valid_accuracy"])
-    result["chosen"] = dict(temperature=best["temperature"], alpha=best["alpha"])
-    # 2. three seeds of each; seed 0 of "soft" with the chosen T, alpha is reused from step 1
+    def record(key, row):
+        result[key].append(row)
+        json.dump(result, open(out, "w"), indent=1)
+        return row
+
+    # 1. choices on validation, seed 0: the control's data and length; T and alpha of the soft labels
+    steps = args.distill_steps
+    controls = [record("choice", run("alone", 0, texts, n)) for texts in data for n in (steps // 2, steps)]
+    softs = [record("choice", run("soft", 0, "train + views", steps, T, a)) for T, a in ((2.0, 0.5), (2.0, 0.9),
+                                                                                            (4.0, 0.5))]
+    best_control = max(controls, key=lambda r: r["valid_accuracy"])
+    best_soft = max(softs, key=lambda r: r["valid_accuracy"])
+    result["chosen"] = dict(control=dict(texts=best_control["texts"], steps=best_control["steps"]),
+                            temperature=best_soft["temperature"], alpha=best_soft["alpha"])
+    T, a = best_soft["temperature"], best_soft["alpha"]
+    # 2. three seeds of each (seed 0 reused from step 1 where the run is the same)
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    student_path = Path(args.workdir) / "student_soft.npz"
     for seed in (0, 1, 2):
-        for mode in ("alone", "hard", "soft"):
-            if mode == "soft" and seed == 0:
-                row = dict(best)
-            else:
-                row, student = run(mode, seed, best["temperature"], best["alpha"])
-            result["runs"].append(row)
-            json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
-    # the last soft-label student (seed 2) goes to disk, for the table
-    path = Path(args.workdir) / "student_soft.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(path, student, tokenizer=tok.to_dict())
-    result["student_row"] = measure("distilled student (soft, seed 2)", path, splits)
+        record("runs", best_control if seed == 0 else
+               run("alone", seed, best_control["texts"], best_control["steps"]))
+        record("runs", run("hard", seed, "train + views", steps))
+        record("runs", run("soft", seed, "train", steps, T, a))                   # what the clauses add
+        record("runs", run("soft", seed, "train + views", steps, T, a, save=student_path if seed == 0 else None))
+    # the seed-0 soft-label student and the teacher go to the table
+    result["student_row"] = measure(f"distilled student (soft, T = {T:g}, alpha = {a:g}, seed 0)", student_path,
+                                    splits)
+    teacher_copy = Path(args.workdir) / "teacher.npz"
+    checkpoint.save(teacher_copy, teacher, tokenizer=tok.to_dict())
+    result["teacher_row"] = measure("teacher: fine-tuned lm_small (float32)", teacher_copy, splits)
     result["seconds"] = time.perf_counter() - t0
-    json.dump(result, open(RESULTS / "compression_distill.json", "w"), indent=1)
+    json.dump(result, open(out, "w"), indent=1)
 
 
 def part_figure(args, splits):
@@ -313,12 +352,9 @@ def part_figure(args, splits):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
-    table_rows, _ = load_table_rows()
-    distill = RESULTS / "compression_distill.json"
-    if distill.exists() and "student_row" in json.load(open(distill)):
-        table_rows.append(json.load(open(distill))["student_row"])
+    table_rows = all_rows()
     fig, ax = plt.subplots(figsize=(12, 5.5))
-    markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v", "distilled": "*"}
+    markers = {"float32": "o", "int8": "s", "binary": "D", "magnitude": "^", "50%": "v", "teacher": "P", "distilled": "*"}
     for i, row in enumerate(table_rows, start=1):
         key = next((k for k in markers if row["method"].startswith(k)), "o")
         ax.scatter(row["bytes"] / 1e6, row["test_accuracy"], marker=markers[key], s=60,
@@ -344,12 +380,9 @@ def part_figure(args, splits):
 
 def part_markdown(args, splits):
     """Print the table as Markdown (the README's), from the JSON the other parts wrote."""
-    rows, _ = load_table_rows()
+    rows = all_rows()
     timing_path = RESULTS / "compression_timing.json"
     timing = {r["method"]: r for r in json.load(open(timing_path))["rows"]} if timing_path.exists() else {}
-    distill = RESULTS / "compression_distill.json"
-    if distill.exists() and "student_row" in json.load(open(distill)):
-        rows.append(json.load(open(distill))["student_row"])
     ref = rows[0]
     print("| method | bytes on disk | smaller | non-zero parameters | test accuracy | AUC "
           "| ms / review, batch 1 | s / 1,000 reviews, batch 64 |")
@@ -369,7 +402,8 @@ def main():
     p.add_argument("--timing-b1", type=int, default=50, help="reviews timed one at a time")
     p.add_argument("--timing-b64", type=int, default=256, help="reviews timed in batches of 64")
     p.add_argument("--base", default=str(ROOT / "notebooks" / "assets" / "classifier_small.npz"))
-    p.add_argument("--teacher", default=None, help="teacher checkpoint for distill (default: --base)")
+    p.add_argument("--teacher", default=str(ROOT / "runs" / "transfer" / "ft_lm_small.npz"),
+                   help="teacher checkpoint for distill: the fine-tuned language model of README § Transfer learning")
     p.add_argument("--workdir", default=str(ROOT / "runs" / "compression"), help="where the compressed files go")
     p.add_argument("--steps", type=int, default=300, help="fine-tuning steps after pruning and for int8 QAT")
     p.add_argument("--binary-steps", type=int, default=400, help="steps of binary QAT")
@@ -378,13 +412,12 @@ def main():
     p.add_argument("--short-steps", type=int, default=150, help="steps of int8 QAT and of heads + FFN fine-tuning")
     p.add_argument("--group", choices=TABLE_GROUPS, default="quantization", help="which rows of the table")
     p.add_argument("--sweep-steps", type=int, default=200, help="masked fine-tuning steps in the sweep")
-    p.add_argument("--distill-steps", type=int, default=800, help="student training steps")
-    p.add_argument("--student-d", type=int, default=20, help="student width (20: 23 %% of classifier_small)")
-    p.add_argument("--distill-lr", type=float, default=2e-3)
-    p.add_argument("--student-layers", type=int, default=1)
+    p.add_argument("--distill-steps", type=int, default=2000, help="student training steps")
+    p.add_argument("--student-d", type=int, default=48, help="student width (48, 2 layers: 20 %% of the teacher)")
+    p.add_argument("--distill-lr", type=float, default=1e-3)
+    p.add_argument("--student-layers", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-4)
     args = p.parse_args()
-    args.teacher = args.teacher or args.base
     RESULTS.mkdir(parents=True, exist_ok=True)
     splits = load_corpus()
     for part in args.part:

@@ -355,11 +355,16 @@ def test_compress_actions_write_files_that_predict_and_evaluate_load(action, tra
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_compress_distill_writes_a_student(trained, tsv, tmp_path, capsys):
+@pytest.mark.parametrize("length_mix", [True, False])
+def test_compress_distill_writes_a_student(length_mix, trained, tsv, tmp_path, capsys):
+    from numpy_transformer.checkpoint import load
     out = tmp_path / "student.npz"
+    flag = [] if length_mix else ["--no-length-mix"]             # on by default
     assert main(["compress", "distill", str(trained), "--d-model", "4", "--heads", "1", "--d-ff", "8",
-                 "--steps", "3", "--data", str(tsv), "--out", str(out)]) == 0
-    assert "student" in capsys.readouterr().out
+                 "--steps", "3", "--data", str(tsv), "--out", str(out)] + flag) == 0
+    printed = capsys.readouterr().out
+    assert "student" in printed and ("(--length-mix)" in printed) == length_mix
+    assert load(out).extra["distillation"]["length_mix"] is length_mix
     assert main(["predict", str(out), "很好看"]) == 0
 
 

@@ -17,6 +17,7 @@ Fine-tunes are counted in steps, so a run gives the same model on every machine.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -171,16 +172,21 @@ def cmd_distill(args):
         raise UserError(f"student: {exc}") from None
     ratio = student.num_parameters() / teacher.num_parameters()
     print(f"teacher {teacher.num_parameters():,} parameters, student {student.num_parameters():,} ({ratio:.1%})")
+    train = splits["train"]
+    views = " + the opening and closing clauses of long reviews (--length-mix)" if args.length_mix else ""
+    labels = {"soft": "the teacher's soft labels mixed with the true ones", "hard": "the teacher's argmax",
+              "none": "the true labels only (the control)"}[args.mode]
+    print(f"training texts: {len(train):,} (the training split{views}); learning from {labels}")
     logits = None
     if args.mode != "none":
-        logits = C.teacher_logits(teacher, splits["train"], tok, max_len=max_len)
+        logits = C.teacher_logits(teacher, train, tok, max_len=max_len)
     config = C.FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, max_len=max_len,
                               seed=args.seed, warmup_steps=100, temperature=args.temperature, alpha=args.alpha)
     C.finetune(student, splits["train"], tok, config, teacher_logits=logits, hard_labels=args.mode == "hard", log=print)
     checkpoint.save(out, student, tokenizer=tok.to_dict(),
                     extra={"distillation": {"teacher": str(args.teacher), "mode": args.mode,
                                             "temperature": args.temperature, "alpha": args.alpha,
-                                            "steps": args.steps}})
+                                            "steps": args.steps, "length_mix": args.length_mix}})
     _summary(out, student, tok, splits, args)
 
 
@@ -262,9 +268,13 @@ def register(sub):
                         "(the student alone: the control)")
     a.add_argument("--temperature", type=float, default=2.0)
     a.add_argument("--alpha", type=float, default=0.5, help="weight of the soft-label loss (default 0.5)")
+    a.add_argument("--length-mix", action=argparse.BooleanOptionalAction, default=True,
+                   help="also train on the opening and closing clauses of every long training review "
+                        "(data.short_views, 10,661 extra texts on the corpus): the teacher labels them, so the "
+                        "student sees more of what the teacher knows (default on; off: the training texts only)")
     a.add_argument("--out", required=True, help="the .npz file to write")
     _add_model_flags(a)
-    a.set_defaults(d_model=48, heads=4, layers=1, d_ff=192)
+    a.set_defaults(d_model=48, heads=4, layers=2, d_ff=192)
     _add_finetune_flags(a, "--steps", 2000)
     a.set_defaults(lr=1e-3)
     a.set_defaults(func=cmd_distill)
