@@ -9,7 +9,8 @@
 Parts (each writes benchmarks/results/compression_<part>.json; ``figure`` draws
 figures/compression_accuracy_vs_size.png from whatever JSON is there):
 
-* ``table``   every method applied to the base model, saved with `save_compressed`,
+* ``table``   every method applied to the base model (``--group``: one group of rows,
+              default all of them), saved with `save_compressed`,
               reloaded from disk, evaluated on the test split (and validation),
               and timed at batch 1 and batch 64 against the float32 model in the
               same run. Fine-tunes are counted in steps (``--steps``).
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -46,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from numpy_transformer import checkpoint                                        # noqa: E402
 from numpy_transformer import compression as C                                  # noqa: E402
+from numpy_transformer import transfer  # noqa: E402,F401  (registers the fine-tuned teacher's class for loading)
 from numpy_transformer.data import load_corpus                                  # noqa: E402
 from numpy_transformer.models import TransformerClassifier                      # noqa: E402
 from numpy_transformer.tokenizer import CharTokenizer                           # noqa: E402
@@ -214,6 +217,12 @@ def part_table(args, splits):
         add(f"50% heads + 50% FFN neurons, fine-tuned ({args.short_steps} steps)", both, encoding="float32")
 
 
+def part_tables(args, splits):
+    """``--group all``: every group in turn; else the one group."""
+    for group in (TABLE_GROUPS if args.group == "all" else (args.group,)):
+        part_table(argparse.Namespace(**dict(vars(args), group=group)), splits)
+
+
 def part_sweep(args, splits):
     base, tok = load_base(args.base)
     max_len = base.config["max_len"]
@@ -268,10 +277,9 @@ def part_distill(args, splits):
     the training split plus its `data.short_views` (the opening and closing
     clauses of long reviews, what ``--length-mix`` adds): with distillation the
     teacher labels them, which is where a student learns more than the labels
-    say. Every choice (the control's data and steps, T and alpha) is made on
-    validation with seed 0; then three seeds of each.
+    say. Every choice (the control's data and steps, T and alpha, whether the
+    clauses help) is made on validation with seed 0; then three seeds of each.
     """
-    from numpy_transformer import transfer  # noqa: F401  (registers TransferClassifier for checkpoint.load)
     from numpy_transformer.data import with_short_views
     if not Path(args.teacher).exists():
         sys.exit(f"--teacher: {args.teacher} does not exist; make it with the fine-tuning command of README "
@@ -318,28 +326,34 @@ def part_distill(args, splits):
         json.dump(result, open(out, "w"), indent=1)
         return row
 
-    # 1. choices on validation, seed 0: the control's data and length; T and alpha of the soft labels
+    # 1. choices on validation, seed 0: the control's data and length; T and alpha of the soft labels (on the
+    #    larger set), then whether the clauses help the soft-label student
     steps = args.distill_steps
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    saved = lambda texts, T, a: Path(args.workdir) / f"student_soft_{texts.replace(' + ', '_')}_T{T:g}_a{a:g}.npz"  # noqa: E731
     controls = [record("choice", run("alone", 0, texts, n)) for texts in data for n in (steps // 2, steps)]
-    softs = [record("choice", run("soft", 0, "train + views", steps, T, a)) for T, a in ((2.0, 0.5), (2.0, 0.9),
-                                                                                            (4.0, 0.5))]
+    softs = [record("choice", run("soft", 0, "train + views", steps, T, a, save=saved("train + views", T, a)))
+             for T, a in ((2.0, 0.5), (2.0, 0.9), (4.0, 0.5))]
     best_control = max(controls, key=lambda r: r["valid_accuracy"])
     best_soft = max(softs, key=lambda r: r["valid_accuracy"])
-    result["chosen"] = dict(control=dict(texts=best_control["texts"], steps=best_control["steps"]),
-                            temperature=best_soft["temperature"], alpha=best_soft["alpha"])
     T, a = best_soft["temperature"], best_soft["alpha"]
-    # 2. three seeds of each (seed 0 reused from step 1 where the run is the same)
-    Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    student_path = Path(args.workdir) / "student_soft.npz"
+    soft = {"train + views": best_soft,
+            "train": record("choice", run("soft", 0, "train", steps, T, a, save=saved("train", T, a)))}
+    texts = max(soft.values(), key=lambda r: r["valid_accuracy"])["texts"]
+    result["chosen"] = dict(control=dict(texts=best_control["texts"], steps=best_control["steps"]),
+                            temperature=T, alpha=a, texts=texts)
+    # 2. three seeds of each (seed 0 reused from step 1)
     for seed in (0, 1, 2):
         record("runs", best_control if seed == 0 else
                run("alone", seed, best_control["texts"], best_control["steps"]))
         record("runs", run("hard", seed, "train + views", steps))
-        record("runs", run("soft", seed, "train", steps, T, a))                   # what the clauses add
-        record("runs", run("soft", seed, "train + views", steps, T, a, save=student_path if seed == 0 else None))
+        for name in data:
+            record("runs", soft[name] if seed == 0 else run("soft", seed, name, steps, T, a))
+    student_path = Path(args.workdir) / "student_soft.npz"
+    shutil.copyfile(saved(texts, T, a), student_path)
     # the seed-0 soft-label student and the teacher go to the table
-    result["student_row"] = measure(f"distilled student (soft, T = {T:g}, alpha = {a:g}, seed 0)", student_path,
-                                    splits)
+    result["student_row"] = measure(f"distilled student (soft, T = {T:g}, alpha = {a:g}, {texts}, seed 0)",
+                                    student_path, splits)
     teacher_copy = Path(args.workdir) / "teacher.npz"
     checkpoint.save(teacher_copy, teacher, tokenizer=tok.to_dict())
     result["teacher_row"] = measure("teacher: fine-tuned lm_small (float32)", teacher_copy, splits)
@@ -410,7 +424,8 @@ def main():
     p.add_argument("--long-steps", type=int, default=1000, help="steps of the longer fine-tune after removing heads")
     p.add_argument("--long-lr", type=float, default=1e-3, help="learning rate of the longer pruning fine-tunes")
     p.add_argument("--short-steps", type=int, default=150, help="steps of int8 QAT and of heads + FFN fine-tuning")
-    p.add_argument("--group", choices=TABLE_GROUPS, default="quantization", help="which rows of the table")
+    p.add_argument("--group", choices=TABLE_GROUPS + ("all",), default="all",
+                   help="which rows of the table (default all, one group after the other)")
     p.add_argument("--sweep-steps", type=int, default=200, help="masked fine-tuning steps in the sweep")
     p.add_argument("--distill-steps", type=int, default=2000, help="student training steps")
     p.add_argument("--student-d", type=int, default=48, help="student width (48, 2 layers: 20 %% of the teacher)")
@@ -421,7 +436,7 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     splits = load_corpus()
     for part in args.part:
-        {"table": part_table, "sweep": part_sweep, "distill": part_distill, "timing": part_timing,
+        {"table": part_tables, "sweep": part_sweep, "distill": part_distill, "timing": part_timing,
          "figure": part_figure, "markdown": part_markdown}[part](args, splits)
 
 

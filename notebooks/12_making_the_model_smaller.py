@@ -18,13 +18,14 @@
 # Everything here runs in well under a minute: the model is the shipped
 # `notebooks/assets/classifier_small.npz` (D = 64, 2 layers, 4 heads, 323,010 parameters), and the
 # fine-tuned models of the table come from the benchmark's JSON. Set `RETRAIN = True` to rerun the
-# benchmark itself (about an hour on one core).
+# benchmark itself (about half an hour on one core; the distillation needs the fine-tuned teacher
+# `runs/transfer/ft_lm_small.npz`, made by the command in README § Transfer learning).
 
 # %%
 from numpy_transformer import viz
 viz.notebook_setup()
 
-RETRAIN = False   # True: rerun benchmarks/compression_report.py (about an hour on one core)
+RETRAIN = False   # True: rerun benchmarks/compression_report.py (about half an hour on one core)
 
 # %%
 import copy
@@ -237,22 +238,22 @@ display(HTML("<table><tr><th>file</th><th>bytes</th><th>smaller by</th><th>accur
 
 # %% [markdown]
 # The 90 %-pruned model without any fine-tune has lost a lot. In the table below, a short masked
-# fine-tune (the pruned weights get zero gradient and stay zero) recovers little, a longer one most
-# of it, and *gradual* pruning (sparsity rising on the cubic schedule of Zhu & Gupta 2017 while the
-# model trains) all of it. Note also that the arrays are still dense in memory: NumPy multiplies the
-# zeros like any other number.
+# fine-tune (the pruned weights get zero gradient and stay zero) recovers little, a longer one at a
+# larger learning rate all of it, and *gradual* pruning (sparsity rising on the cubic schedule of
+# Zhu & Gupta 2017 while the model trains) ends a little above the unpruned model. Note also that the
+# arrays are still dense in memory: NumPy multiplies the zeros like any other number.
 
 # %% [markdown]
 # ## 7. The measurements
 #
-# `benchmarks/compression_report.py` applied every method to the *previous* version of this model
-# (310,722 parameters, trained for a 150-second clock budget before the notebook model's budget became
-# 1,532 steps; see `notebooks/assets/README.md`), saved it, read it back from disk as `predict` would,
-# and evaluated it on the whole test split (1,743 reviews); every choice was made on validation. The
-# sections above use the current file, so their numbers differ a little from the table's. Fine-tunes are counted in steps (batch 32). Times are per review at batch 1
-# and per 1,000 reviews at batch 64, in CPU time of one thread, measured round-robin (best of three
-# rounds): models that do the same dense work come out within about 20 % of each other, so read only
-# the larger ratios to the float32 row.
+# `benchmarks/compression_report.py` applied every method to this model (the shipped
+# `classifier_small.npz`), saved it, read it back from disk as `predict` would, and evaluated it on the
+# whole test split (1,743 reviews); every choice was made on validation. Fine-tunes are counted in
+# steps (batch 32), so the table is the same on every machine. The last two rows are the
+# distillation's teacher (the fine-tuned language model of notebook 11, a larger model) and its
+# student. Times are per review at batch 1 and per 1,000 reviews at batch 64, in CPU time of one
+# thread, measured round-robin (best of three rounds): models that do the same dense work come out
+# within about 20 % of each other, so read only the larger ratios to the float32 row.
 
 # %%
 table_rows = []
@@ -261,8 +262,7 @@ for group in ("quantization", "pruning", "pruning_gradual_global", "pruning_long
         table_rows += json.load(open(RESULTS / f"compression_table_{group}.json"))["rows"]
 distill_path = RESULTS / "compression_distill.json"
 distill = json.load(open(distill_path)) if distill_path.exists() else {}
-if "student_row" in distill:
-    table_rows.append(distill["student_row"])
+table_rows += [distill[key] for key in ("teacher_row", "student_row") if key in distill]
 timing_path = RESULTS / "compression_timing.json"
 timing = {r["method"]: r for r in json.load(open(timing_path))["rows"]} if timing_path.exists() else {}
 ref = table_rows[0]
@@ -299,21 +299,27 @@ for k, v in sweep.get("matmul", {}).items():
           f"(shape {sweep['matmul_shape']})")
 
 # %% [markdown]
-# Distillation: a student with about a quarter of the teacher's parameters, trained alone, from the
-# teacher's hard labels, and from its soft labels (temperature T and mixing weight α chosen on
-# validation), three seeds each.
+# Distillation: a student with a fifth of the teacher's parameters (D = 48, 2 layers, the teacher's
+# vocabulary), trained alone, from the teacher's hard labels, and from its soft labels (temperature T
+# and mixing weight α chosen on validation), three seeds each. The teacher is the language model of
+# notebook 10 fine-tuned on the reviews (notebook 11): pre-training is what it knows that the labels
+# alone do not say. "train + views" adds the opening and closing clauses of the long training
+# reviews (`--length-mix`), which the teacher labels.
 
 # %%
 if distill:
     d = distill
-    print(f"teacher: {d['teacher_parameters']:,} parameters, test accuracy {d['teacher_test_accuracy']:.4f}")
+    print(f"teacher: {d['teacher_parameters']:,} parameters, test accuracy {d['teacher_test_accuracy']:.4f}, "
+          f"AUC {d['teacher_test_auc']:.4f}")
+    print(f"student: {d['student_parameters']:,} parameters ({d['student_parameters'] / d['teacher_parameters']:.0%})")
     print("chosen on validation:", d.get("chosen"))
-    for mode in ("alone", "hard", "soft"):
-        accs = [r["test_accuracy"] for r in d["runs"] if r["mode"] == mode]
-        if accs:
-            params = next(r["parameters"] for r in d["runs"] if r["mode"] == mode)
-            print(f"student {mode:6s} {params:,} parameters ({params / d['teacher_parameters']:.0%}): "
-                  f"test accuracy {np.mean(accs):.4f} ± {np.std(accs):.4f} over seeds {accs}")
+    groups = {}
+    for r in d["runs"]:
+        groups.setdefault((r["mode"], r["texts"]), []).append(r)
+    for (mode, texts), rs in groups.items():
+        acc, auc = [r["test_accuracy"] for r in rs], [r["test_auc"] for r in rs]
+        print(f"{mode:6s} {texts:14s} test accuracy {np.mean(acc):.4f} ± {np.std(acc):.4f}, "
+              f"AUC {np.mean(auc):.4f} ± {np.std(auc):.4f}  ({len(rs)} seeds)")
 
 # %% [markdown]
 # Accuracy against file size, every method in one picture:
@@ -378,7 +384,10 @@ fig.tight_layout()
 # * **Binary** weights cost the most accuracy; quantization-aware training with the straight-through
 #   estimator recovers much of it, and the estimator is a surrogate, not a derivative.
 # * **Distillation** trains a new, smaller model; whether it beats the same student trained alone is
-#   a measurement with seeds, not a given — here it did not, by more than the seed spread.
+#   a measurement with seeds, not a given. Here a student with a fifth of the parameters, taught by
+#   the fine-tuned language model's soft labels, matches its teacher and beats the student trained
+#   alone by more than the seed spread; with a teacher trained from scratch on the same labels it did
+#   not. The teacher passes on what pre-training taught it; hard labels pass on almost nothing.
 #
-# Exercise 6 (`notebooks/exercises/ex6_int8_quantization.ipynb`) asks you to write the per-channel
+# Exercise 8 (`notebooks/exercises/ex8_int8_quantization.ipynb`) asks you to write the per-channel
 # int8 quantizer yourself.

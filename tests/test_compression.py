@@ -359,7 +359,7 @@ def test_compress_actions_write_files_that_predict_and_evaluate_load(action, tra
 def test_compress_distill_writes_a_student(length_mix, trained, tsv, tmp_path, capsys):
     from numpy_transformer.checkpoint import load
     out = tmp_path / "student.npz"
-    flag = [] if length_mix else ["--no-length-mix"]             # on by default
+    flag = ["--length-mix"] if length_mix else []                # off by default
     assert main(["compress", "distill", str(trained), "--d-model", "4", "--heads", "1", "--d-ff", "8",
                  "--steps", "3", "--data", str(tsv), "--out", str(out)] + flag) == 0
     printed = capsys.readouterr().out

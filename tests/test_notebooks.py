@@ -78,3 +78,16 @@ def test_the_assets_readme_command_builds_the_shipped_checkpoints_model():
                     "max_len": args.max_len, "dropout": args.dropout, "norm": args.norm,
                     "pooling": args.pooling, "seed": args.seed}
     assert from_command == {key: config[key] for key in from_command}
+
+
+def test_every_exercise_the_docs_name_exists():
+    """A notebook or README that points students to notebooks/exercises/exN_... points to a real file."""
+    import re
+    root = NOTEBOOK_DIR.parent
+    docs = [root / "README.md", NOTEBOOK_DIR / "README.md", NOTEBOOK_DIR / "exercises" / "README.md",
+            *_ours(NOTEBOOK_DIR.glob("*.py"))]
+    named = {(doc.name, m) for doc in docs for m in re.findall(r"exercises/(ex\d+_[a-z0-9_]+)",
+                                                                 doc.read_text(encoding="utf-8"))}
+    assert named, "no exercise links found: the pattern is stale"
+    missing = sorted((doc, m) for doc, m in named if not (NOTEBOOK_DIR / "exercises" / f"{m}.py").exists())
+    assert not missing, f"links to exercises that do not exist: {missing}"

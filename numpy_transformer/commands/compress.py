@@ -267,11 +267,12 @@ def register(sub):
                    help="soft labels (T²·KL mixed with the labels by --alpha), the teacher's argmax, or none "
                         "(the student alone: the control)")
     a.add_argument("--temperature", type=float, default=2.0)
-    a.add_argument("--alpha", type=float, default=0.5, help="weight of the soft-label loss (default 0.5)")
-    a.add_argument("--length-mix", action=argparse.BooleanOptionalAction, default=True,
+    a.add_argument("--alpha", type=float, default=0.9,
+                   help="weight of the soft-label loss (default 0.9, chosen on validation; README)")
+    a.add_argument("--length-mix", action=argparse.BooleanOptionalAction, default=False,
                    help="also train on the opening and closing clauses of every long training review "
-                        "(data.short_views, 10,661 extra texts on the corpus): the teacher labels them, so the "
-                        "student sees more of what the teacher knows (default on; off: the training texts only)")
+                        "(data.short_views, 10,661 extra texts on the corpus), labelled by the teacher "
+                        "(default off: on validation they did not help; README)")
     a.add_argument("--out", required=True, help="the .npz file to write")
     _add_model_flags(a)
     a.set_defaults(d_model=48, heads=4, layers=2, d_ff=192)
