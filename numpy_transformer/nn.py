@@ -482,8 +482,9 @@ class Dropout(Module):
 
     The module keeps the Generator it was given and draws a fresh mask at each
     training forward, so a run is reproducible from its seed. In eval mode
-    (`Module.eval`) it is the identity. The seed claims regularisation but has
-    none (errata C6).
+    (`Module.eval`) it is the identity, in both directions: forward returns
+    ``x`` itself and backward returns ``dout`` itself, no copy. The seed
+    claims regularisation but has none (errata C6).
     """
 
     def __init__(self, p=0.1, rng=None):
@@ -504,6 +505,12 @@ class Dropout(Module):
     def backward(self, dout):
         if not self._ran:
             raise RuntimeError("Dropout.backward: call forward first")
+        if self._cache is None:
+            # The forward pass was the identity (p = 0, or eval mode) and returned x itself; so is the
+            # backward: it hands dout on as it is. (The functional backward copies it, a pass over the
+            # whole (B, T, D) or (B, T, F) array per layer for nothing.) Sharing is safe because backward
+            # functions never write into the dout they are given.
+            return dout
         # both forwards leave the scaled mask in the cache, so either backward follows either forward
         dropout_backward = fast.dropout_fast_backward if self.fast else F.dropout_backward
         return dropout_backward(dout, self._cache)
