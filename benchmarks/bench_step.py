@@ -301,7 +301,7 @@ COMPONENT_OF = {
     "scaled_dot_product_attention": ATTENTION, "scaled_dot_product_attention_backward": ATTENTION,
     "scaled_dot_product_attention_fast": ATTENTION, "scaled_dot_product_attention_fast_backward": ATTENTION,
     "softmax": SOFTMAX, "softmax_backward": SOFTMAX,
-    "_masked_softmax_inplace": SOFTMAX, "_softmax_backward_inplace": SOFTMAX,
+    "_masked_softmax_inplace": SOFTMAX, "_softmax_backward_inplace": SOFTMAX, "_bounded_softmax_inplace": SOFTMAX,
     "layernorm": "layernorm", "layernorm_backward": "layernorm",
     "layernorm_fast": "layernorm", "layernorm_fast_backward": "layernorm",
     "dropout": "dropout", "dropout_backward": "dropout", "dropout_fast": "dropout",
