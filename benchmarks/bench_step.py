@@ -297,7 +297,7 @@ SOFTMAX = "softmax and mask (forward, backward)"
 LINEAR = "linear"
 COMPONENT_OF = {
     "embedding": "embedding", "embedding_backward": "embedding", "embedding_backward_fast": "embedding",
-    "linear": LINEAR, "linear_backward": LINEAR,
+    "linear": LINEAR, "linear_backward": LINEAR, "linear_fast_backward": LINEAR,
     "scaled_dot_product_attention": ATTENTION, "scaled_dot_product_attention_backward": ATTENTION,
     "scaled_dot_product_attention_fast": ATTENTION, "scaled_dot_product_attention_fast_backward": ATTENTION,
     "softmax": SOFTMAX, "softmax_backward": SOFTMAX,

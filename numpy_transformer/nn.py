@@ -274,6 +274,11 @@ def _check_heads(d_model, n_heads):
         raise ValueError(f"n_heads: expected a number of heads that divides d_model={d_model}, got {n_heads}")
 
 
+def _linear_backward(module, dy, cache):
+    """`F.linear_backward`, or its fast twin (`fast.linear_fast_backward`) when ``module`` runs the fast paths."""
+    return (fast.linear_fast_backward if module.fast else F.linear_backward)(dy, cache)
+
+
 def _normal(rng, shape, std, dtype):
     """Normal(0, std^2) drawn in float64 on the CPU (the same bits for float32 and float64 models)."""
     return (rng.standard_normal(shape) * std).astype(dtype)
@@ -316,7 +321,7 @@ class Linear(Module):
         return y
 
     def backward(self, dout):
-        dx, dW, db = F.linear_backward(dout, _forward_first(self._cache, self))
+        dx, dW, db = _linear_backward(self, dout, _forward_first(self._cache, self))
         self.W.grad += dW
         if self.b is not None:
             self.b.grad += db
@@ -687,7 +692,7 @@ class MultiHeadAttention(Module):
     def backward(self, dout):
         proj_cache, (was_fast, attn_cache), out_cache, (B, T, H), gate_cache = _forward_first(self._cache, self)
         # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
-        dmerged, dW_o, db_o = F.linear_backward(dout, out_cache)                   # (B, T, D)
+        dmerged, dW_o, db_o = _linear_backward(self, dout, out_cache)                   # (B, T, D)
         self.W_o.grad += dW_o
         if self.b_o is not None:
             self.b_o.grad += db_o
@@ -714,7 +719,7 @@ class MultiHeadAttention(Module):
                 # in the forward pass this was: q, k = rope(q), rope(k); back through the inverse rotation
                 dqkv_heads[0] = F.rope_backward(dqkv_heads[0], self._rope_cache)
                 dqkv_heads[1] = F.rope_backward(dqkv_heads[1], self._rope_cache)
-            dx, dW_qkv, db_qkv = F.linear_backward(dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
+            dx, dW_qkv, db_qkv = _linear_backward(self, dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
             self.W_qkv.grad += dW_qkv
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
@@ -730,7 +735,7 @@ class MultiHeadAttention(Module):
         dx = None
         for dh, cache, W, b in ((dq, proj_cache[0], self.W_q, self.b_q), (dk, proj_cache[1], self.W_k, self.b_k),
                                 (dv, proj_cache[2], self.W_v, self.b_v)):
-            dpart, dW, db = F.linear_backward(F.split_heads_backward(dh), cache)  # (B, H, T, Dh) -> (B, T, D)
+            dpart, dW, db = _linear_backward(self, F.split_heads_backward(dh), cache)  # (B, H, T, Dh) -> (B, T, D)
             W.grad += dW
             if b is not None:
                 b.grad += db
@@ -831,7 +836,7 @@ class FeedForward(Module):
     def backward(self, dout):
         cache1, (fused, act_cache), cache2 = _forward_first(self._cache, self)
         # in the forward pass this was: y = drop(act(hidden)) @ W2 + b2
-        da, dW2, db2 = F.linear_backward(dout, cache2)
+        da, dW2, db2 = _linear_backward(self, dout, cache2)
         if fused:
             dhidden = fast.dropout_fast_backward(da, act_cache)        # dy * ([hidden > 0] and m) / (1 - p)
         else:
@@ -840,7 +845,7 @@ class FeedForward(Module):
             backward = fast.gelu_fast_backward if self.fast and self.activation == "gelu" else self._act_backward
             dhidden = backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
-        dx, dW1, db1 = F.linear_backward(dhidden, cache1)
+        dx, dW1, db1 = _linear_backward(self, dhidden, cache1)
         self.W1.grad += dW1
         self.b1.grad += db1
         self.W2.grad += dW2

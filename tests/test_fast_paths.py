@@ -236,6 +236,22 @@ def test_fast_layernorm_checks_gamma_and_beta():
         fast.layernorm_fast(np.ones((2, 4)), np.ones(3), np.zeros(4))
 
 
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), d_in=st.integers(1, 5),
+       d_out=st.integers(1, 5), bias=st.booleans(), seed=seeds)
+def test_fast_linear_backward_equals_plain_linear_backward(shape, d_in, d_out, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, W = rng.standard_normal(shape + (d_in,)), rng.standard_normal((d_in, d_out))
+    b = rng.standard_normal(d_out) if bias else None
+    dy = rng.standard_normal(shape + (d_out,))
+    _, cache = F.linear(x, W, b)
+    got, expected = fast.linear_fast_backward(dy, cache), F.linear_backward(dy, cache)
+    for name, g, e in zip(("dx", "dW", "db"), got, expected):
+        if e is None:
+            assert g is None, f"{name}: expected None without a bias"
+        else:
+            assert_close(g, e, name)
+
+
 @given(B=sizes, T=st.integers(1, 6), V=st.integers(1, 6), D=st.integers(1, 4), seed=seeds)
 def test_fast_embedding_backward_equals_add_at_with_repeated_ids(B, T, V, D, seed):
     rng = np.random.default_rng(seed)
