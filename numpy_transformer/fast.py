@@ -160,7 +160,11 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
        (when the row maximum is subtracted; otherwise see 3.).
     3. Softmax in place: (subtract the row maximum,) exponentiate, multiply by
        1 / row sum. The row maximum is skipped when Cauchy-Schwarz shows that
-       no score can make ``exp`` overflow (see ``_NO_SHIFT_BOUND``); then the
+       no score can make ``exp`` overflow (see ``_NO_SHIFT_BOUND``), which is
+       decided for each block of sequences (8.) from the norms of its rows
+       of q and k (so where the bound is near the limit, whether a block is
+       shifted, and the last bits of its weights, may depend on how the
+       rows are cut); then the
        mask is applied after ``exp``, as a multiplication by 0 or 1
        (`_bounded_softmax_inplace`), instead of overwriting the masked scores.
     4. A query with no key to attend to gets zero weights by zeroing its
@@ -195,11 +199,7 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
     n_rows, lead = _batch_rows(q, k, v)
     Tq, Tk, dtype = q.shape[-2], k.shape[-2], np.result_type(q.dtype, k.dtype, v.dtype)
     ndim = len(lead) + 2
-    # |score| <= max_i |q_i| * max_j |k_j| * scale: two squared norms per row, small (..., T) arrays
-    bound_squared = (float(xp.einsum("...d,...d->...", q, q).max()) * scale ** 2
-                     * float(xp.einsum("...d,...d->...", k, k).max()))
-    shift = bias is not None or not bound_squared < _NO_SHIFT_BOUND ** 2
-    keep = None if mask is None or shift else mask.astype(dtype)       # the mask as 0./1., see 3. above
+    keep = None if mask is None or bias is not None else mask.astype(dtype)   # the mask as 0./1., see 3. above
     q_scaled = xp.empty(q.shape, dtype=q.dtype)                          # (..., Tq, Dh)
     weights = xp.empty(lead + (Tq, Tk), dtype=dtype)                     # (..., Tq, Tk): scores, then weights
     if out is None:
@@ -222,10 +222,16 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
         q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q, k, v))
         w_s = weights[rows]
         xp.multiply(q_s, scale, out=q_scaled[rows])                     # (..., Tq, Dh)
+        q_scaled_s = _rows_of(q_scaled, rows, ndim)
         k_transposed = xp.ascontiguousarray(k_s.swapaxes(-1, -2))       # (..., Dh, Tk), see 1. above
-        xp.matmul(_rows_of(q_scaled, rows, ndim), k_transposed, out=w_s)  # (..., Tq, Dh) @ (..., Dh, Tk): scores
+        xp.matmul(q_scaled_s, k_transposed, out=w_s)                     # (..., Tq, Dh) @ (..., Dh, Tk): scores
         if bias is not None:
             w_s += _rows_of(bias, rows, ndim)                              # see 7. above
+        # |score| <= max_i |q_i| * max_j |k_j| * scale (Cauchy-Schwarz, see 3.): the squared norms of the
+        # block's rows, read from the two operands just written (in cache), small (..., T) arrays
+        bound_squared = (float(xp.einsum("...d,...d->...", q_scaled_s, q_scaled_s).max(initial=0.0))
+                         * float(xp.einsum("...dk,...dk->...k", k_transposed, k_transposed).max(initial=0.0)))
+        shift = bias is not None or not bound_squared < _NO_SHIFT_BOUND ** 2
         if shift:
             _masked_softmax_inplace(w_s, _rows_of(mask, rows, ndim), shift)
         else:
