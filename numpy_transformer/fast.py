@@ -626,74 +626,86 @@ def cross_entropy_fast_backward(dloss, cache):
 
 
 def gelu_fast(x):
-    r"""`gelu` in blocks that stay in cache, on all cores, and without ``x ** 3``.
+    r"""`gelu` in blocks that stay in cache, on all cores, keeping its slope :math:`g = \mathrm{GELU}'(x)` for backward.
 
     .. math:: t = \tanh\!\big(c\,x + 0.044715\,c\,x^3\big),\qquad y = \tfrac12 x (1 + t),\qquad c = \sqrt{2/\pi}
 
     GELU is element-wise, so ``x`` is read as one flat row of elements, cut
     into one slice per core (`parallel.for_each_slice`), and each slice is
-    walked in blocks of ``_ELEMENTS_PER_BLOCK``: the eight in-place passes
-    of a block then read and write the cache, not main memory. NumPy's
-    general power function is an order of magnitude slower than two
+    walked in blocks of ``_ELEMENTS_PER_BLOCK``: the in-place passes of a
+    block then read and write the cache, not main memory. NumPy's general
+    power function is an order of magnitude slower than two
     multiplications, so :math:`c(x + 0.044715x^3)` is written
-    :math:`x(c + 0.044715c\,x^2)`. Returns the same cache ``(x, t)`` as the
-    plain version (``t`` the tanh term), so either backward can follow.
+    :math:`x(c + 0.044715c\,x^2)`.
+
+    **The cache is the slope, not** ``(x, t)``. The plain backward computes
+    :math:`dy\,[\tfrac12(1+t) + \tfrac12 x\,t']` with
+    :math:`t' = (1 - t^2)\,k`, :math:`k = c(1 + 3\cdot0.044715x^2)`. Since
+    :math:`1 - t^2 = (1-t)(1+t)`, the factor of ``dy`` is
+
+    .. math:: g = \frac{dy}{dx} = \tfrac12(1+t)\,\big(1 + x\,k\,(1-t)\big),
+
+    and it depends on ``x`` only. So it is computed here, in the same blocks
+    as ``y``, while ``x`` and ``t`` are in cache (``t`` lives only in a
+    per-block scratch array), and backward is one multiplication,
+    :math:`dx = dy \odot g`, that reads two arrays from main memory instead
+    of three: one cached array instead of two. Measured in the lm benchmark
+    at 1 thread, GELU forward + backward of four (32, 128, 512) layers:
+    45.5-45.9 ms when the cache was ``(x, t)`` and backward computed ``g``,
+    36.7-38.2 ms this way. The price: the plain `gelu_backward` cannot
+    follow this forward, nor `gelu_fast_backward` the plain one
+    (`nn.FeedForward` records which forward ran).
+
+    Args: x (...) floats. Returns: y (...); cache = g (...).
     """
     _check_float("x", x)
     xp = get_array_module(x)
     x_flat = x.reshape(-1)                                   # (n,) every element, a view when x is contiguous
-    y, t = xp.empty(x_flat.shape, dtype=x.dtype), xp.empty(x_flat.shape, dtype=x.dtype)
+    y, g = xp.empty(x_flat.shape, dtype=x.dtype), xp.empty(x_flat.shape, dtype=x.dtype)
 
     def elements(s):
+        size = min(_ELEMENTS_PER_BLOCK, s.stop - s.start)
+        t_scratch, w_scratch = xp.empty(size, dtype=x.dtype), xp.empty(size, dtype=x.dtype)
         for b in _blocks(s, _ELEMENTS_PER_BLOCK):
-            x_b, t_b, y_b = x_flat[b], t[b], y[b]
-            xp.multiply(x_b, x_b, out=t_b)
-            t_b *= 0.044715 * _GELU_C
+            n = b.stop - b.start
+            x_b, y_b, g_b, t_b, w = x_flat[b], y[b], g[b], t_scratch[:n], w_scratch[:n]
+            xp.multiply(x_b, x_b, out=w)                     # x^2, used twice
+            xp.multiply(w, 0.044715 * _GELU_C, out=t_b)
             t_b += _GELU_C
             t_b *= x_b                                       # c x + 0.044715 c x^3
             xp.tanh(t_b, out=t_b)                            # t
             xp.add(t_b, 1.0, out=y_b)
             y_b *= x_b
             y_b *= 0.5                                       # y = x (1 + t) / 2
+            w *= 3 * 0.044715 * _GELU_C
+            w += _GELU_C
+            w *= x_b                                         # x k, k = c (1 + 3 * 0.044715 x^2)
+            xp.subtract(1.0, t_b, out=g_b)                   # 1 - t
+            w *= g_b
+            w += 1.0                                         # 1 + x k (1 - t)
+            g_b *= -0.5
+            g_b += 1.0                                       # 1 - (1 - t)/2 = (1 + t)/2
+            g_b *= w                                         # g = (1 + t)/2 (1 + x k (1 - t))
 
     for_each_slice(elements, x_flat.shape[0], parallel=xp is np)
-    return y.reshape(x.shape), (x, t.reshape(x.shape))
+    return y.reshape(x.shape), g.reshape(x.shape)
 
 
 def gelu_fast_backward(dy, cache):
-    r"""`gelu_backward` in cache-sized blocks on all cores, written as one product of two factors.
+    r"""Gradient of `gelu_fast` from its cache, the slope ``g``: :math:`dx = dy \odot g`, on row slices in parallel.
 
-    With :math:`t' = (1 - t^2)\,k`, :math:`k = c(1 + 3\cdot0.044715x^2)`, the plain version computes
-    :math:`dy\,[\tfrac12(1+t) + \tfrac12 x\,t']`. Since :math:`1 - t^2 = (1-t)(1+t)`,
-
-    .. math:: \frac{dx}{dy} = \tfrac12(1+t)\,\big(1 + x\,k\,(1-t)\big),
-
-    which needs one scratch array per block instead of two. Blocks and
-    slices as in `gelu_fast`. Returns dx, a new array shaped like ``dy``.
+    Returns dx, a new array shaped like ``dy``.
     """
-    x, t = cache
+    g = cache
     xp = get_array_module(dy)
-    x_flat, t_flat, dy_flat = x.reshape(-1), t.reshape(-1), dy.reshape(-1)   # (n,) each
-    dx = xp.empty(x_flat.shape, dtype=np.result_type(dy.dtype, x.dtype))    # (n,)
+    dy_flat, g_flat = dy.reshape(-1), g.reshape(-1)                          # (n,) each
+    dx = xp.empty(dy_flat.shape, dtype=np.result_type(dy.dtype, g.dtype))   # (n,)
 
     def elements(s):
-        scratch = xp.empty(min(_ELEMENTS_PER_BLOCK, s.stop - s.start), dtype=dx.dtype)
-        for b in _blocks(s, _ELEMENTS_PER_BLOCK):
-            x_b, t_b, dx_b, w = x_flat[b], t_flat[b], dx[b], scratch[:b.stop - b.start]
-            # in the forward pass this was: y = x (1 + t) / 2, t = tanh(c x + 0.044715 c x^3)
-            xp.multiply(x_b, x_b, out=dx_b)
-            dx_b *= 3 * 0.044715 * _GELU_C
-            dx_b += _GELU_C                                  # k = c (1 + 3 * 0.044715 x^2)
-            dx_b *= x_b                                      # x k
-            xp.subtract(1.0, t_b, out=w)
-            dx_b *= w
-            dx_b += 1.0                                      # 1 + x k (1 - t)
-            xp.multiply(t_b, 0.5, out=w)
-            w += 0.5
-            dx_b *= w                                        # (1 + t)/2 (1 + x k (1 - t))
-            dx_b *= dy_flat[b]
+        # in the forward pass this was: y = gelu(x), g = gelu'(x)
+        xp.multiply(dy_flat[s], g_flat[s], out=dx[s])
 
-    for_each_slice(elements, x_flat.shape[0], parallel=xp is np)
+    for_each_slice(elements, dx.shape[0], parallel=xp is np)
     return dx.reshape(dy.shape)
 
 

@@ -24,7 +24,7 @@ checks) and keeps it: constants are Python floats, never NumPy float64
 scalars, which would silently upcast float32 arrays.
 
 Five layers have a *fast path*: `Embedding`, `LayerNorm`, `Dropout`,
-`MultiHeadAttention` and `FeedForward` (ReLU and dropout fused) call the
+`MultiHeadAttention` and `FeedForward` (ReLU and dropout fused; GELU with its slope) call the
 ``*_fast`` twins in `fast.py`, which compute the same numbers
 in fewer passes over memory and on all CPU cores (dropout draws its mask from
 cheaper random bits). ``model.use_fast_paths(False)`` switches a whole model
@@ -819,30 +819,33 @@ class FeedForward(Module):
 
     def forward(self, x):
         hidden, cache1 = F.linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
-        fused = self.fast and self.activation == "relu"
-        if fused:
+        if self.fast and self.activation == "relu":
             # ReLU and dropout are both a mask: one pass, one cached mask (see fast.relu_dropout_fast)
             a, act_cache = fast.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
-        elif self.fast:                                              # gelu: the fast twin of the formula
+            path = "relu+dropout"
+        elif self.fast:
+            # GELU, keeping its slope gelu'(hidden) for backward (one cached array instead of two)
             a, act_cache = fast.gelu_fast(hidden)                    # (..., F)
             a = self.drop(a)
+            path = "gelu_fast"
         else:
             a, act_cache = self._act(hidden)                         # (..., F)
             a = self.drop(a)
+            path = "plain"
         y, cache2 = F.linear(a, self.W2.data, self.b2.data)          # (..., F) -> (..., D)
-        self._cache = (cache1, (fused, act_cache), cache2)
+        self._cache = (cache1, (path, act_cache), cache2)            # path: the backward must match the forward
         return y
 
     def backward(self, dout):
-        cache1, (fused, act_cache), cache2 = _forward_first(self._cache, self)
+        cache1, (path, act_cache), cache2 = _forward_first(self._cache, self)
         # in the forward pass this was: y = drop(act(hidden)) @ W2 + b2
         da, dW2, db2 = _linear_backward(self, dout, cache2)
-        if fused:
+        if path == "relu+dropout":
             dhidden = fast.dropout_fast_backward(da, act_cache)        # dy * ([hidden > 0] and m) / (1 - p)
         else:
             da = self.drop.backward(da)
             # in the forward pass this was: a = act(hidden)
-            backward = fast.gelu_fast_backward if self.fast and self.activation == "gelu" else self._act_backward
+            backward = fast.gelu_fast_backward if path == "gelu_fast" else self._act_backward
             dhidden = backward(da, act_cache)
         # in the forward pass this was: hidden = x @ W1 + b1
         dx, dW1, db1 = _linear_backward(self, dhidden, cache1)

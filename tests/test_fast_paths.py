@@ -28,7 +28,7 @@ from numpy_transformer import fast
 from numpy_transformer import parallel
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier, TransformerLM
-from numpy_transformer.nn import Dropout, Embedding, LayerNorm, MultiHeadAttention, TransformerEncoder
+from numpy_transformer.nn import Dropout, Embedding, FeedForward, LayerNorm, MultiHeadAttention, TransformerEncoder
 from numpy_transformer.optim import AdamW, clip_grad_norm
 
 ATOL = 1e-12          # float64: the twins differ only in the order of a few roundings
@@ -221,14 +221,33 @@ def test_fast_layernorm_equals_plain_layernorm_forward_and_backward(shape, D, se
 
 
 @given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple), seed=seeds)
-def test_fast_gelu_equals_plain_gelu_forward_and_backward(shape, seed):
+def test_fast_gelu_equals_plain_gelu_and_keeps_its_slope(shape, seed):
     rng = np.random.default_rng(seed)
     x, dy = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
     y, cache = F.gelu(x)
-    y_f, cache_f = fast.gelu_fast(x)
+    y_f, slope = fast.gelu_fast(x)
     assert_close(y_f, y, "y")
-    for what, c in (("fast forward's cache", cache_f), ("plain forward's cache", cache)):
-        assert_close(fast.gelu_fast_backward(dy, c), F.gelu_backward(dy, cache), f"dx from the {what}")
+    assert_close(slope, F.gelu_backward(np.ones_like(x), cache), "the slope gelu'(x)")
+    dx = fast.gelu_fast_backward(dy, slope)
+    assert_close(dx, F.gelu_backward(dy, cache), "dx")
+    assert not np.shares_memory(dx, dy)
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_feed_forward_backward_follows_the_gelu_forward_that_ran(fast_forward):
+    """The fast GELU keeps another cache than the plain one: backward must use the matching formula."""
+    rng = np.random.default_rng(3)
+    ffn = FeedForward(4, 6, activation="gelu", rng=rng).to(dtype=np.float64)
+    x, dy = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    grads = []
+    for switch in (False, True):
+        ffn.use_fast_paths(fast_forward).zero_grad()
+        ffn(x)
+        ffn.use_fast_paths(fast_forward != switch)      # switched (or not) between forward and backward
+        dx = ffn.backward(dy)
+        grads.append([dx] + [p.grad.copy() for p in ffn.parameters()])
+    for got, expected in zip(grads[1], grads[0]):
+        assert_close(got, expected, "gradient after switching the fast paths between forward and backward")
 
 
 def test_fast_layernorm_checks_gamma_and_beta():
