@@ -912,32 +912,44 @@ class TransformerBlock(Module):
         self.drop1 = Dropout(dropout, rng)
         self.drop2 = Dropout(dropout, rng)
 
+    def _add(self, a, b):
+        """``a + b``, a residual connection. With the fast paths the sum is written into ``b``: every
+        call below passes as ``b`` the array a sublayer or a backward function has just returned,
+        which is new and which no cache holds, so nothing else sees the change. It saves a fresh
+        (B, T, D) array per connection (lm benchmark, 1 thread, the step's 'other': 11.1 and
+        12.6 ms -> 8.4 and 8.4 ms)."""
+        if not self.fast:
+            return a + b
+        b += a
+        return b
+
     def forward(self, x, mask=None):
         if self.norm == "post":
-            h = self.norm1(x + self.drop1(self.attn(x, mask)))          # H = LN(X + Drop(MHA(X)))
-            return self.norm2(h + self.drop2(self.ffn(h)))             # Y = LN(H + Drop(FFN(H)))
+            h = self.norm1(self._add(x, self.drop1(self.attn(x, mask))))          # H = LN(X + Drop(MHA(X)))
+            return self.norm2(self._add(h, self.drop2(self.ffn(h))))             # Y = LN(H + Drop(FFN(H)))
         if self.norm == "pre":
-            h = x + self.drop1(self.attn(self.norm1(x), mask))         # H = X + Drop(MHA(LN(X)))
-            return h + self.drop2(self.ffn(self.norm2(h)))             # Y = H + Drop(FFN(LN(H)))
+            h = self._add(x, self.drop1(self.attn(self.norm1(x), mask)))         # H = X + Drop(MHA(LN(X)))
+            return self._add(h, self.drop2(self.ffn(self.norm2(h))))             # Y = H + Drop(FFN(LN(H)))
         xn = self.norm1(x)                                              # parallel: one LN(X) for both branches
-        return x + self.drop1(self.attn(xn, mask)) + self.drop2(self.ffn(xn))  # Y = X + Drop(MHA) + Drop(FFN)
+        # Y = X + Drop(MHA) + Drop(FFN)
+        return self._add(x, self._add(self.drop1(self.attn(xn, mask)), self.drop2(self.ffn(xn))))
 
     def backward(self, dout):
         if self.norm == "post":
             # in the forward pass this was: Y = LN(H + Drop(FFN(H)))
             dres = self.norm2.backward(dout)
-            dh = dres + self.ffn.backward(self.drop2.backward(dres))
+            dh = self._add(dres, self.ffn.backward(self.drop2.backward(dres)))
             # in the forward pass this was: H = LN(X + Drop(MHA(X)))
             dres = self.norm1.backward(dh)
-            return dres + self.attn.backward(self.drop1.backward(dres))
+            return self._add(dres, self.attn.backward(self.drop1.backward(dres)))
         if self.norm == "pre":
             # in the forward pass this was: Y = H + Drop(FFN(LN(H)))
-            dh = dout + self.norm2.backward(self.ffn.backward(self.drop2.backward(dout)))
+            dh = self._add(dout, self.norm2.backward(self.ffn.backward(self.drop2.backward(dout))))
             # in the forward pass this was: H = X + Drop(MHA(LN(X)))
-            return dh + self.norm1.backward(self.attn.backward(self.drop1.backward(dh)))
+            return self._add(dh, self.norm1.backward(self.attn.backward(self.drop1.backward(dh))))
         # in the forward pass this was: Y = X + Drop(MHA(xn)) + Drop(FFN(xn)), xn = LN(X)
-        dxn = self.attn.backward(self.drop1.backward(dout)) + self.ffn.backward(self.drop2.backward(dout))
-        return dout + self.norm1.backward(dxn)
+        dxn = self._add(self.attn.backward(self.drop1.backward(dout)), self.ffn.backward(self.drop2.backward(dout)))
+        return self._add(dout, self.norm1.backward(dxn))
 
     def forward_cached(self, x, kv=None):
         """`forward` in eval mode with the attention's key/value cache: x (B, Tn, D) new tokens -> (y, kv)."""

@@ -28,7 +28,8 @@ from numpy_transformer import fast
 from numpy_transformer import parallel
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier, TransformerLM
-from numpy_transformer.nn import Dropout, Embedding, FeedForward, LayerNorm, MultiHeadAttention, TransformerEncoder
+from numpy_transformer.nn import (Dropout, Embedding, FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock,
+                                  TransformerEncoder)
 from numpy_transformer.optim import AdamW, clip_grad_norm
 
 ATOL = 1e-12          # float64: the twins differ only in the order of a few roundings
@@ -248,6 +249,29 @@ def test_feed_forward_backward_follows_the_gelu_forward_that_ran(fast_forward):
         grads.append([dx] + [p.grad.copy() for p in ffn.parameters()])
     for got, expected in zip(grads[1], grads[0]):
         assert_close(got, expected, "gradient after switching the fast paths between forward and backward")
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "parallel"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fast_block_adds_its_residuals_without_touching_x_or_dout(norm, dropout):
+    """The fast block writes each residual sum into the sublayer's fresh output: x, dout and the caches must not see it."""
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 4))
+    x_before, dout_before = x.copy(), dout.copy()
+    results = {}
+    for fast_paths in (True, False):
+        block = TransformerBlock(4, 2, 6, dropout=dropout, norm=norm, activation="gelu",
+                                 rng=np.random.default_rng(0), dtype=np.float64).use_fast_paths(fast_paths)
+        block.eval() if dropout == 0.0 else block.train()
+        y = block(x, F.causal_mask(5))
+        dx = block.backward(dout)
+        np.testing.assert_array_equal(x, x_before, err_msg="forward changed x")
+        np.testing.assert_array_equal(dout, dout_before, err_msg="backward changed dout")
+        assert not np.shares_memory(y, x) and not np.shares_memory(dx, dout)
+        results[fast_paths] = [y, dx] + [p.grad.copy() for p in block.parameters()]
+    if dropout == 0.0:      # (with dropout the fast and plain masks differ)
+        for got, expected in zip(results[True], results[False]):
+            assert_close(got, expected, f"{norm} block, fast paths against plain")
 
 
 def test_fast_layernorm_checks_gamma_and_beta():
