@@ -297,11 +297,11 @@ SOFTMAX = "softmax and mask (forward, backward)"
 LINEAR = "linear"
 COMPONENT_OF = {
     "embedding": "embedding", "embedding_backward": "embedding", "embedding_backward_fast": "embedding",
-    "linear": LINEAR, "linear_backward": LINEAR,
+    "linear": LINEAR, "linear_backward": LINEAR, "linear_fast_backward": LINEAR,
     "scaled_dot_product_attention": ATTENTION, "scaled_dot_product_attention_backward": ATTENTION,
     "scaled_dot_product_attention_fast": ATTENTION, "scaled_dot_product_attention_fast_backward": ATTENTION,
     "softmax": SOFTMAX, "softmax_backward": SOFTMAX,
-    "_masked_softmax_inplace": SOFTMAX, "_softmax_backward_inplace": SOFTMAX,
+    "_masked_softmax_inplace": SOFTMAX, "_softmax_backward_inplace": SOFTMAX, "_bounded_softmax_inplace": SOFTMAX,
     "layernorm": "layernorm", "layernorm_backward": "layernorm",
     "layernorm_fast": "layernorm", "layernorm_fast_backward": "layernorm",
     "dropout": "dropout", "dropout_backward": "dropout", "dropout_fast": "dropout",

@@ -336,6 +336,13 @@ def gelu_fast(dev, dtype):
     return {"y": y, "dx": fast.gelu_fast_backward(dev(_host((4, 5), dtype, 1)), cache)}
 
 
+@functional_case(fast.linear_fast_backward)
+def linear_fast_backward(dev, dtype):
+    _, cache = F.linear(dev(_host((2, 3, 4), dtype, 0)), dev(_host((4, 5), dtype, 1)), dev(_host((5,), dtype, 2)))
+    dx, dW, db = fast.linear_fast_backward(dev(_host((2, 3, 5), dtype, 3)), cache)
+    return {"dx": dx, "dW": dW, "db": db}
+
+
 @functional_case(fast.cross_entropy_fast, fast.cross_entropy_fast_backward)
 def cross_entropy_fast(dev, dtype):
     targets = np.array([[1, 4, -100], [0, 2, 3]])

@@ -28,7 +28,8 @@ from numpy_transformer import fast
 from numpy_transformer import parallel
 from numpy_transformer.gradcheck import check_gradients
 from numpy_transformer.models import TransformerClassifier, TransformerLM
-from numpy_transformer.nn import Dropout, Embedding, LayerNorm, MultiHeadAttention, TransformerEncoder
+from numpy_transformer.nn import (Dropout, Embedding, FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock,
+                                  TransformerEncoder)
 from numpy_transformer.optim import AdamW, clip_grad_norm
 
 ATOL = 1e-12          # float64: the twins differ only in the order of a few roundings
@@ -221,19 +222,77 @@ def test_fast_layernorm_equals_plain_layernorm_forward_and_backward(shape, D, se
 
 
 @given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple), seed=seeds)
-def test_fast_gelu_equals_plain_gelu_forward_and_backward(shape, seed):
+def test_fast_gelu_equals_plain_gelu_and_keeps_its_slope(shape, seed):
     rng = np.random.default_rng(seed)
     x, dy = rng.standard_normal(shape) * 3, rng.standard_normal(shape)
     y, cache = F.gelu(x)
-    y_f, cache_f = fast.gelu_fast(x)
+    y_f, slope = fast.gelu_fast(x)
     assert_close(y_f, y, "y")
-    for what, c in (("fast forward's cache", cache_f), ("plain forward's cache", cache)):
-        assert_close(fast.gelu_fast_backward(dy, c), F.gelu_backward(dy, cache), f"dx from the {what}")
+    assert_close(slope, F.gelu_backward(np.ones_like(x), cache), "the slope gelu'(x)")
+    dx = fast.gelu_fast_backward(dy, slope)
+    assert_close(dx, F.gelu_backward(dy, cache), "dx")
+    assert not np.shares_memory(dx, dy)
+
+
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_feed_forward_backward_follows_the_gelu_forward_that_ran(fast_forward):
+    """The fast GELU keeps another cache than the plain one: backward must use the matching formula."""
+    rng = np.random.default_rng(3)
+    ffn = FeedForward(4, 6, activation="gelu", rng=rng).to(dtype=np.float64)
+    x, dy = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    grads = []
+    for switch in (False, True):
+        ffn.use_fast_paths(fast_forward).zero_grad()
+        ffn(x)
+        ffn.use_fast_paths(fast_forward != switch)      # switched (or not) between forward and backward
+        dx = ffn.backward(dy)
+        grads.append([dx] + [p.grad.copy() for p in ffn.parameters()])
+    for got, expected in zip(grads[1], grads[0]):
+        assert_close(got, expected, "gradient after switching the fast paths between forward and backward")
+
+
+@pytest.mark.parametrize("norm", ["post", "pre", "parallel"])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fast_block_adds_its_residuals_without_touching_x_or_dout(norm, dropout):
+    """The fast block writes each residual sum into the sublayer's fresh output: x, dout and the caches must not see it."""
+    rng = np.random.default_rng(11)
+    x, dout = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 5, 4))
+    x_before, dout_before = x.copy(), dout.copy()
+    results = {}
+    for fast_paths in (True, False):
+        block = TransformerBlock(4, 2, 6, dropout=dropout, norm=norm, activation="gelu",
+                                 rng=np.random.default_rng(0), dtype=np.float64).use_fast_paths(fast_paths)
+        block.eval() if dropout == 0.0 else block.train()
+        y = block(x, F.causal_mask(5))
+        dx = block.backward(dout)
+        np.testing.assert_array_equal(x, x_before, err_msg="forward changed x")
+        np.testing.assert_array_equal(dout, dout_before, err_msg="backward changed dout")
+        assert not np.shares_memory(y, x) and not np.shares_memory(dx, dout)
+        results[fast_paths] = [y, dx] + [p.grad.copy() for p in block.parameters()]
+    if dropout == 0.0:      # (with dropout the fast and plain masks differ)
+        for got, expected in zip(results[True], results[False]):
+            assert_close(got, expected, f"{norm} block, fast paths against plain")
 
 
 def test_fast_layernorm_checks_gamma_and_beta():
     with pytest.raises(ValueError, match=r"gamma: expected shape \(4,\), got \(3,\)"):
         fast.layernorm_fast(np.ones((2, 4)), np.ones(3), np.zeros(4))
+
+
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=2).map(tuple), d_in=st.integers(1, 5),
+       d_out=st.integers(1, 5), bias=st.booleans(), seed=seeds)
+def test_fast_linear_backward_equals_plain_linear_backward(shape, d_in, d_out, bias, seed):
+    rng = np.random.default_rng(seed)
+    x, W = rng.standard_normal(shape + (d_in,)), rng.standard_normal((d_in, d_out))
+    b = rng.standard_normal(d_out) if bias else None
+    dy = rng.standard_normal(shape + (d_out,))
+    _, cache = F.linear(x, W, b)
+    got, expected = fast.linear_fast_backward(dy, cache), F.linear_backward(dy, cache)
+    for name, g, e in zip(("dx", "dW", "db"), got, expected):
+        if e is None:
+            assert g is None, f"{name}: expected None without a bias"
+        else:
+            assert_close(g, e, name)
 
 
 @given(B=sizes, T=st.integers(1, 6), V=st.integers(1, 6), D=st.integers(1, 4), seed=seeds)
