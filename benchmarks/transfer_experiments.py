@@ -49,7 +49,11 @@ def _append(path, record):
 
 
 def _scores(labels, probs):
-    return {"acc": float((probs.argmax(1) == labels).mean()), "auc": float(metrics.roc_auc(labels, probs[:, 1]))}
+    """Accuracy, AUC, and the share of texts called positive (next to the true share: a domain shift can
+    move a classifier's threshold without changing how it ranks the texts, and this shows it)."""
+    pred = probs.argmax(1)
+    return {"acc": float((pred == labels).mean()), "auc": float(metrics.roc_auc(labels, probs[:, 1])),
+            "called_positive": float((pred == 1).mean()), "positive": float(np.mean(labels == 1))}
 
 
 def _subset(data, fraction, seed):
@@ -328,23 +332,30 @@ def cmd_summary(args):
     """Aggregate results.jsonl into one small JSON (mean, spread, n per method and budget) for README and notebook."""
     rows = [json.loads(line) for line in open(args.results, encoding="utf-8") if line.strip()]
     out = {"budget": {}, "domain": {}}
+    shares = {}     # (key) -> [(share of target test texts called positive, true share)]
     for r in rows:
         if r["exp"] == "budget":
             key = (r["method"], r["fraction"])
-            out["budget"].setdefault(key, []).append((r["test"]["acc"], r["test"]["auc"], r.get("seconds", 0.0)))
+            out["budget"].setdefault(key, []).append((r["test"]["acc"], r["test"]["auc"], r.get("seconds", 0.0),
+                                                      r["valid"]["acc"]))
         elif r["exp"] in ("domain", "domain-features"):
             key = (r["exp"], r.get("name") or r.get("init"), r["source"], r["target"], r["method"])
             out["domain"].setdefault(key, []).append((r["target_test"]["acc"], r["target_test"]["auc"],
                                                       r["source_test"]["acc"], r.get("seconds", 0.0)))
+            if "called_positive" in r["target_test"]:
+                shares.setdefault(key, []).append((r["target_test"]["called_positive"], r["target_test"]["positive"]))
 
     def stats(values):
         a = np.array(values, dtype=np.float64)
         return {"mean": a.mean(0).round(4).tolist(), "std": (a.std(0, ddof=1) if len(a) > 1 else 0 * a[0]).round(4)
                 .tolist(), "n": len(a)}
     summary = {"budget": [{"method": k[0], "fraction": k[1], **stats(v)} for k, v in sorted(out["budget"].items())],
-               "domain": [{"exp": k[0], "init": k[1], "source": k[2], "target": k[3], "method": k[4], **stats(v)}
+               "domain": [{"exp": k[0], "init": k[1], "source": k[2], "target": k[3], "method": k[4], **stats(v),
+                           **({"target_called_positive": round(float(np.mean([a for a, _ in shares[k]])), 4),
+                               "target_positive": round(float(np.mean([b for _, b in shares[k]])), 4)}
+                              if k in shares else {})}
                           for k, v in sorted(out["domain"].items())],
-               "columns": {"budget": ["test accuracy", "test AUC", "seconds"],
+               "columns": {"budget": ["test accuracy", "test AUC", "seconds", "validation accuracy"],
                            "domain": ["target test accuracy", "target test AUC", "source test accuracy", "seconds"]}}
     from numpy_transformer.data import load_corpus as _lc
     from numpy_transformer.transfer import domain_indices
@@ -356,11 +367,14 @@ def cmd_summary(args):
         _budget_figure(summary, args.figure)
     for r in summary["budget"]:
         print(f"{r['method']:28s} {r['fraction']:5.2f}  acc {r['mean'][0]:.4f} ± {r['std'][0]:.4f}  "
-              f"auc {r['mean'][1]:.4f} ± {r['std'][1]:.4f}  n={r['n']}  {r['mean'][2]:.0f}s")
+              f"auc {r['mean'][1]:.4f} ± {r['std'][1]:.4f}  valid acc {r['mean'][3]:.4f}  n={r['n']}  "
+              f"{r['mean'][2]:.0f}s")
     for r in summary["domain"]:
         print(f"{r['exp']:16s} {r['init']!s:10s} {r['source']}->{r['target']} {r['method']:12s} "
               f"target acc {r['mean'][0]:.4f} ± {r['std'][0]:.4f}  auc {r['mean'][1]:.4f}  "
-              f"source acc {r['mean'][2]:.4f}  n={r['n']}")
+              f"source acc {r['mean'][2]:.4f}  n={r['n']}"
+              + (f"  called positive {r['target_called_positive']:.3f} (true {r['target_positive']:.3f})"
+                 if "target_positive" in r else ""))
 
 
 def main(argv=None):
