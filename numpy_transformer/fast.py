@@ -662,9 +662,19 @@ def gelu_fast(x):
 
     .. math:: g = \frac{dy}{dx} = \tfrac12(1+t)\,\big(1 + x\,k\,(1-t)\big),
 
-    and it depends on ``x`` only. So it is computed here, in the same blocks
-    as ``y``, while ``x`` and ``t`` are in cache (``t`` lives only in a
-    per-block scratch array), and backward is one multiplication,
+    and it depends on ``x`` only. With :math:`u = \tfrac12(1+t)` (so
+    :math:`1 - t = 2(1-u)` and :math:`y = x\,u`) and :math:`w = c +
+    0.044715\,c\,x^2`, the inner term of ``t``, for which :math:`2xk =
+    x(6w - 4c)`, this is
+
+    .. math:: g = u + 2xk\,u(1-u) = u + y\,(1-u)\,(6w - 4c),
+
+    which reuses ``u``, ``w`` and ``y`` where they are: 14 passes over the
+    block for ``y`` and ``g`` together (17 when ``g`` was built from ``t``
+    directly; measured at 1 thread on a (4096, 512) float32 layer, forward
+    7.14 -> 6.87 ms). So ``g`` is computed here, in the same blocks
+    as ``y``, while ``x`` and ``u`` are in cache (``u`` and ``w`` live only in
+    per-block scratch arrays), and backward is one multiplication,
     :math:`dx = dy \odot g`, that reads two arrays from main memory instead
     of three: one cached array instead of two. Measured in the lm benchmark
     at 1 thread, GELU forward + backward of four (32, 128, 512) layers:
@@ -685,24 +695,21 @@ def gelu_fast(x):
         t_scratch, w_scratch = xp.empty(size, dtype=x.dtype), xp.empty(size, dtype=x.dtype)
         for b in _blocks(s, _ELEMENTS_PER_BLOCK):
             n = b.stop - b.start
-            x_b, y_b, g_b, t_b, w = x_flat[b], y[b], g[b], t_scratch[:n], w_scratch[:n]
-            xp.multiply(x_b, x_b, out=w)                     # x^2, used twice
-            xp.multiply(w, 0.044715 * _GELU_C, out=t_b)
-            t_b += _GELU_C
-            t_b *= x_b                                       # c x + 0.044715 c x^3
-            xp.tanh(t_b, out=t_b)                            # t
-            xp.add(t_b, 1.0, out=y_b)
-            y_b *= x_b
-            y_b *= 0.5                                       # y = x (1 + t) / 2
-            w *= 3 * 0.044715 * _GELU_C
-            w += _GELU_C
-            w *= x_b                                         # x k, k = c (1 + 3 * 0.044715 x^2)
-            xp.subtract(1.0, t_b, out=g_b)                   # 1 - t
-            w *= g_b
-            w += 1.0                                         # 1 + x k (1 - t)
-            g_b *= -0.5
-            g_b += 1.0                                       # 1 - (1 - t)/2 = (1 + t)/2
-            g_b *= w                                         # g = (1 + t)/2 (1 + x k (1 - t))
+            x_b, y_b, g_b, u, w = x_flat[b], y[b], g[b], t_scratch[:n], w_scratch[:n]
+            xp.multiply(x_b, x_b, out=w)                     # x^2
+            w *= 0.044715 * _GELU_C
+            w += _GELU_C                                     # w = c + 0.044715 c x^2
+            xp.multiply(w, x_b, out=u)                       # c x + 0.044715 c x^3 = x w
+            xp.tanh(u, out=u)                                # t
+            u *= 0.5
+            u += 0.5                                         # u = (1 + t)/2
+            xp.multiply(x_b, u, out=y_b)                     # y = x u
+            w *= 6.0
+            w -= 4.0 * _GELU_C                               # 6 w - 4 c, and x (6 w - 4 c) = 2 x k
+            xp.subtract(1.0, u, out=g_b)                     # 1 - u
+            g_b *= y_b                                       # x u (1 - u)
+            g_b *= w                                         # 2 x k u (1 - u)
+            g_b += u                                         # g = u + 2 x k u (1 - u)
 
     for_each_slice(elements, x_flat.shape[0], parallel=xp is np)
     return y.reshape(x.shape), g.reshape(x.shape)
