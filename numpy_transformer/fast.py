@@ -159,17 +159,18 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
     shifted scores, their exponentials, the weights and the zeroed weights:
     seven arrays of (..., Tq, Tk), the largest in the model. Here there is one:
 
-    1. ``q`` is scaled instead of the scores: :math:`(Q/\sqrt{d_k})K^\top =
-       (QK^\top)/\sqrt{d_k}`, and (..., Tq, Dh) is Tk/Dh times smaller than
-       (..., Tq, Tk). And :math:`K^\top` is copied into its own array first:
-       OpenBLAS runs these small products with a transposed second operand
-       several times slower than with a plain one (measured 5x with 2
-       threads at Tk=128, Dh=32), and the copy is small. The copy is
-       :math:`K^\top \log_2 e`, a multiplication instead of a copy, the
-       same single pass: the product then gives the scores in base 2,
-       :math:`s \log_2 e`, and the softmax exponentiates them with ``exp2``,
-       about twice as fast as ``exp`` (see ``_LOG2_E``); the weights are the
-       same up to rounding. (Backward reads ``k`` itself, never this copy.)
+    1. The scale goes on an operand instead of the scores, and the operand
+       is :math:`K^\top`, which is copied into its own array anyway: OpenBLAS
+       runs these small products with a transposed second operand several
+       times slower than with a plain one (measured 5x with 2 threads at
+       Tk=128, Dh=32), and the copy is small. So the copy is a
+       multiplication, the same single pass, by :math:`\log_2 e/\sqrt{d_k}`:
+       :math:`Q\,(K^\top \log_2 e/\sqrt{d_k}) = s \log_2 e`, the scores in
+       base 2, which the softmax exponentiates with ``exp2``, about twice
+       as fast as ``exp`` (see ``_LOG2_E``); the weights are the same up to
+       rounding. (Scaling ``q`` instead was one more pass over a
+       (..., Tq, Dh) array in forward and one in backward. Backward reads
+       ``q`` and ``k`` themselves, never this copy.)
     2. Masked scores are overwritten in place with ``copyto(..., where=~mask)``:
        the same ``MASK_FILL`` as the plain ``np.where``, without its copy
        (when the row maximum is subtracted; otherwise see 3.).
@@ -203,9 +204,8 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
        are still in cache. (It pays in the backward pass, which makes more
        passes over the block; see ``_ATTENTION_SCORES_PER_BLOCK``.)
 
-    The cache keeps the scaled ``q`` (backward needs it in that form) and
-    ``out`` (small: (..., Tq, Dv)), which saves backward a pass over the
-    weights (see `scaled_dot_product_attention_fast_backward`).
+    The cache keeps ``out`` (small: (..., Tq, Dv)), which saves backward a
+    pass over the weights (see `scaled_dot_product_attention_fast_backward`).
     Returns: out (..., Tq, Dv); weights (..., Tq, Tk); cache.
     """
     _check_attention_inputs(q, k, v, mask, bias)
@@ -216,7 +216,6 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
     ndim = len(lead) + 2
     keep = None if mask is None or bias is not None else mask.astype(dtype)   # the mask as 0./1., see 3. above
     bias_log2 = None if bias is None else bias * _LOG2_E                 # the bias in base 2, as the scores (1.)
-    q_scaled = xp.empty(q.shape, dtype=q.dtype)                          # (..., Tq, Dh)
     weights = xp.empty(lead + (Tq, Tk), dtype=dtype)                     # (..., Tq, Tk): scores, then weights
     if out is None:
         out = xp.empty(lead + (Tq, v.shape[-1]), dtype=dtype)            # (..., Tq, Dv)
@@ -237,16 +236,14 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
         rows = rows if n_rows > 1 else slice(None)                      # one slice: everything, broadcasting
         q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q, k, v))
         w_s = weights[rows]
-        xp.multiply(q_s, scale, out=q_scaled[rows])                     # (..., Tq, Dh)
-        q_scaled_s = _rows_of(q_scaled, rows, ndim)
         k_transposed = xp.empty(k_s.shape[:-2] + k_s.shape[:-3:-1], dtype=k_s.dtype)     # (..., Dh, Tk)
-        xp.multiply(k_s.swapaxes(-1, -2), _LOG2_E, out=k_transposed)     # K^T log2 e, contiguous: see 1. above
-        xp.matmul(q_scaled_s, k_transposed, out=w_s)                     # (..., Tq, Dh) @ (..., Dh, Tk): s log2 e
+        xp.multiply(k_s.swapaxes(-1, -2), scale * _LOG2_E, out=k_transposed)   # K^T log2(e)/sqrt(Dh): see 1.
+        xp.matmul(q_s, k_transposed, out=w_s)                            # (..., Tq, Dh) @ (..., Dh, Tk): s log2 e
         if bias is not None:
             w_s += _rows_of(bias_log2, rows, ndim)                         # see 7. above
-        # |s log2 e| <= max_i |q_i| * max_j |k_j log2 e| (Cauchy-Schwarz, see 3.): the squared norms of the
-        # block's rows, read from the two operands just written (in cache), small (..., T) arrays
-        bound_squared = (float(xp.einsum("...d,...d->...", q_scaled_s, q_scaled_s).max(initial=0.0))
+        # |s log2 e| <= max_i |q_i| * max_j |k_j log2(e)/sqrt(Dh)| (Cauchy-Schwarz, see 3.): the squared norms
+        # of the block's rows, read from the two operands of the product (in cache), small (..., T) arrays
+        bound_squared = (float(xp.einsum("...d,...d->...", q_s, q_s).max(initial=0.0))
                          * float(xp.einsum("...dk,...dk->...k", k_transposed, k_transposed).max(initial=0.0)))
         shift = bias is not None or not bound_squared < (_NO_SHIFT_BOUND * _LOG2_E) ** 2
         if shift:
@@ -259,7 +256,7 @@ def scaled_dot_product_attention_fast(q, k, v, mask=None, out=None, dropout_p=0.
         xp.matmul(w_s, v_s, out=out[rows])                                 # (..., Tq, Tk) @ (..., Tk, Dv)
 
     for_each_slice(attend, n_rows, elements_per_row=per_row, parallel=xp is np)
-    return out, weights, (q_scaled, k, v, weights, out, scale, drop_scale)
+    return out, weights, (q, k, v, weights, out, scale, drop_scale)
 
 
 def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
@@ -282,24 +279,31 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     that run on all cores at once, each walked a few sequences at a time;
     each block has its own small ``dweights`` buffer.
 
+    The scale :math:`1/\sqrt{d_k}` of the scores rides in the copy of
+    :math:`V^\top` that the product :math:`dW = dO\,V^\top` reads (a plain
+    operand, as :math:`K^\top` in the forward pass): the block then holds
+    :math:`dW/\sqrt{d_k}` and becomes :math:`dS/\sqrt{d_k}` (with ``dO . O``
+    scaled too), which is what both :math:`dQ = (dS/\sqrt{d_k})\,K` and
+    :math:`dK = (dS/\sqrt{d_k})^\top Q` need: no pass to scale ``q`` or ``dq``.
+
     ``out``: None, or three arrays (dq, dk, dv) of the shapes of q, k and v to
     write the gradients into (multi-head attention passes the q, k and v
     slots of one (B, T, 3D) gradient, so that nothing is copied there).
     Returns (dq, dk, dv).
     """
-    q_scaled, k, v, weights, o, scale, drop_scale = cache
+    q, k, v, weights, o, scale, drop_scale = cache
     xp = get_array_module(dout)
     if out is None:
         out = (None, None, None)
-    elif (len({q_scaled.shape[:-2], k.shape[:-2], v.shape[:-2]}) != 1
-          or tuple(getattr(a, "shape", None) for a in out) != (q_scaled.shape, k.shape, v.shape)):
-        raise ValueError(f"out: expected three arrays shaped like q, k, v {(q_scaled.shape, k.shape, v.shape)}, which "
+    elif (len({q.shape[:-2], k.shape[:-2], v.shape[:-2]}) != 1
+          or tuple(getattr(a, "shape", None) for a in out) != (q.shape, k.shape, v.shape)):
+        raise ValueError(f"out: expected three arrays shaped like q, k, v {(q.shape, k.shape, v.shape)}, which "
                          f"must not broadcast, got {tuple(getattr(a, 'shape', None) for a in out)}")
-    n_rows, lead = _batch_rows(q_scaled, k, v)
+    n_rows, lead = _batch_rows(q, k, v)
     ndim = len(lead) + 2
     # Gradients of the scores' leading shape; summed back to q's, k's, v's shapes at the end if they broadcast.
     dq, dk, dv = (o_ if o_ is not None else xp.empty(lead + a.shape[-2:], dtype=dout.dtype)
-                  for o_, a in zip(out, (q_scaled, k, v)))
+                  for o_, a in zip(out, (q, k, v)))
 
     per_row = math.prod(weights.shape[1:])                              # H Tq Tk scores per sequence
 
@@ -310,24 +314,24 @@ def scaled_dot_product_attention_fast_backward(dout, cache, out=None):
     def backward_block(rows):
         rows = rows if n_rows > 1 else slice(None)
         dout_s, o_s, w_s = dout[rows], o[rows], weights[rows]
-        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q_scaled, k, v))
+        q_s, k_s, v_s = (_rows_of(a, rows, ndim) for a in (q, k, v))
         # in the forward pass this was: out = weights @ v (the dropped weights, with attention dropout)
-        v_transposed = xp.ascontiguousarray(v_s.swapaxes(-1, -2))  # (..., Dv, Tk): a plain operand, as k^T in forward
-        dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk) -> (..., Tq, Tk)
+        v_transposed = xp.empty(v_s.shape[:-2] + v_s.shape[:-3:-1], dtype=v_s.dtype)     # (..., Dv, Tk)
+        xp.multiply(v_s.swapaxes(-1, -2), scale, out=v_transposed)  # V^T / sqrt(Dh), a plain operand: see above
+        dweights = dout_s @ v_transposed                           # (..., Tq, Dv) @ (..., Dv, Tk): dW / sqrt(Dh)
         dropped = w_s if drop_scale is None else w_s * drop_scale[rows]   # what multiplied v in forward
         xp.matmul(dropped.swapaxes(-1, -2), dout_s, out=dv[rows])  # (..., Tk, Tq) @ (..., Tq, Dv) -> (..., Tk, Dv)
         if drop_scale is not None:
             dweights *= drop_scale[rows]                           # back through the dropout mask
         # in the forward pass this was: weights = softmax(scores); dscores = W * (dW - sum_k dW W), in place
-        row_dot = xp.einsum("...d,...d->...", dout_s, o_s)[..., None]   # (..., Tq, 1): sum_k dW W = dO . O
-        dscores = _softmax_backward_inplace(dweights, w_s, row_dot)
-        # in the forward pass this was: scores = q_scaled @ k^T, q_scaled = q * scale
-        dq_s = xp.matmul(dscores, k_s, out=dq[rows])               # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
-        dq_s *= scale
+        row_dot = xp.einsum("...d,...d->...", dout_s, o_s)[..., None] * scale   # (..., Tq, 1): (dO . O) / sqrt(Dh)
+        dscores = _softmax_backward_inplace(dweights, w_s, row_dot)  # dS / sqrt(Dh)
+        # in the forward pass this was: scores = q @ k^T / sqrt(Dh)
+        xp.matmul(dscores, k_s, out=dq[rows])                      # (..., Tq, Tk) @ (..., Tk, Dh) -> (..., Tq, Dh)
         xp.matmul(dscores.swapaxes(-1, -2), q_s, out=dk[rows])     # (..., Tk, Tq) @ (..., Tq, Dh) -> (..., Tk, Dh)
 
     for_each_slice(backward_rows, n_rows, elements_per_row=per_row, parallel=xp is np)
-    return _unbroadcast(dq, q_scaled.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
+    return _unbroadcast(dq, q.shape), _unbroadcast(dk, k.shape), _unbroadcast(dv, v.shape)
 
 
 def linear_fast_backward(dy, cache):
