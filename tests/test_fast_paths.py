@@ -129,9 +129,13 @@ def test_fast_attention_shifts_by_the_row_max_when_scores_could_overflow(kind, d
         np.testing.assert_allclose(got, expected, **tol)
 
 
+@pytest.mark.parametrize("base2", [False, True])
 @pytest.mark.parametrize("shift", [True, False])
-def test_in_place_softmax_with_and_without_the_shift_is_the_plain_softmax(shift):
-    """Both branches of the fast softmax, on scores small enough for either (|score| < 64)."""
+def test_in_place_softmax_with_and_without_the_shift_is_the_plain_softmax(shift, base2):
+    """Both branches of the fast softmax, on scores small enough for either (|score| < 64).
+
+    base2: the scores are handed over as s log2 e and exponentiated with exp2, as the fast attention does.
+    """
     rng = np.random.default_rng(8)
     scores = rng.uniform(-30, 30, size=(2, 3, 4, 5))
     mask = rng.random((2, 1, 4, 5)) < 0.6
@@ -139,8 +143,12 @@ def test_in_place_softmax_with_and_without_the_shift_is_the_plain_softmax(shift)
     plain = np.where(mask, scores, F.MASK_FILL)
     plain, _ = F.softmax(plain)
     plain = plain * mask.any(axis=-1, keepdims=True)
-    got = fast._masked_softmax_inplace(scores.copy(), mask, shift=shift)
-    assert_close(got, plain, f"softmax, shift={shift}")
+    given = scores * fast._LOG2_E if base2 else scores.copy()
+    got = fast._masked_softmax_inplace(given, mask, shift=shift, base2=base2)
+    assert_close(got, plain, f"softmax, shift={shift}, base2={base2}")
+    bounded = fast._bounded_softmax_inplace(scores * fast._LOG2_E if base2 else scores.copy(), mask.astype(float),
+                                            base2=base2)
+    assert_close(bounded, plain, f"bounded softmax, base2={base2}")
 
 
 def test_fast_attention_gives_exact_zeros_for_a_query_with_nothing_to_attend_to():
