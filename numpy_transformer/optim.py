@@ -409,13 +409,17 @@ class Adam(Optimizer):
         u *= 1.0 - beta2
         v += u
 
-        bias1 = 1.0 - beta1 ** self.t            # 1 − β1^t, Python floats
-        bias2 = 1.0 - beta2 ** self.t
-        xp.divide(v, bias2, out=u)               # v̂ = v / (1 − β2^t)
-        xp.sqrt(u, out=u)                        # √v̂
-        u += self.eps                            # √v̂ + ε
-        xp.divide(m, u, out=u)                   # m / (√v̂ + ε)
-        u *= self.lr / bias1                     # η m̂ / (√v̂ + ε),  m̂ = m / (1 − β1^t)
+        # The step η m̂ / (√v̂ + ε) with the bias corrections taken out of the element-wise work, as the
+        # paper suggests at the end of its Algorithm 1: since √v̂ = √v / √(1 − β2^t),
+        #     η m̂ / (√v̂ + ε) = η_t m / (√v + ε_t),   η_t = η √(1 − β2^t) / (1 − β1^t),   ε_t = ε √(1 − β2^t),
+        # the same number up to rounding, with one pass less over the parameter (no v / (1 − β2^t)).
+        # (Measured at 1 thread, AdamW on the lm benchmark's 1.4 M float32 parameters: see the commit.)
+        root_bias2 = math.sqrt(1.0 - beta2 ** self.t)     # √(1 − β2^t), Python floats
+        bias1 = 1.0 - beta1 ** self.t                     # 1 − β1^t
+        xp.sqrt(v, out=u)                        # √v
+        u += self.eps * root_bias2               # √v + ε_t = √(1 − β2^t) (√v̂ + ε)
+        xp.divide(m, u, out=u)                   # m / (√v + ε_t)
+        u *= self.lr * root_bias2 / bias1        # η_t m / (√v + ε_t) = η m̂ / (√v̂ + ε)
         p.data -= u                              # θ ← θ − η m̂ / (√v̂ + ε)
 
 
