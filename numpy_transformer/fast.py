@@ -583,12 +583,14 @@ def embedding_backward_fast(dy, cache):
     than a few times per 4096 positions of random text; even many repeats
     cost one pass each over the repeated rows only). Every ``dE_v`` adds its
     gradients in the order of their positions, as ``add.at`` does: the result
-    is the plain version's to the bit.
+    is the plain version's to the bit (but for the sign of a zero: the first
+    rank is written, not added to 0, since 0 + dy = dy; so a -0.0 stays -0.0).
 
     Measured at 1 thread on the lm benchmark's (32, 128, 128) float32
     gradient and V = 4674: ``add.at`` 3.7-3.8 ms, the previous fast version
     (one ``bincount`` over an index of every element, summed in float64)
-    3.5-4.6 ms, this one 1.2 ms.
+    3.5-4.6 ms, this one 0.9 ms (1.2 ms when rank 0 was added to the zeros
+    too; ``take`` gathers rows a little faster than ``dy2[positions]``).
 
     Args and returns as `embedding_backward`: dE (V, D).
     """
@@ -605,9 +607,10 @@ def embedding_backward_fast(dy, cache):
     group = xp.cumsum(first) - 1                             # (N,) which token each sorted position belongs to
     rank = xp.arange(N) - starts[group]                      # (N,) 0 for a token's first position, 1 for its second...
     dE = xp.zeros((V, D), dtype=dy.dtype)                    # (V, D)
-    for r in range(int(rank.max()) + 1 if N else 0):
+    dE[sorted_ids[starts]] = xp.take(dy2, order[starts], axis=0)   # rank 0: 0 + dy is dy, so a plain write
+    for r in range(1, int(rank.max()) + 1 if N else 0):
         positions = order[rank == r]                         # the (r+1)-th position of every token that has one
-        dE[flat[positions]] += dy2[positions]                # distinct ids: a buffered scatter-add is exact here
+        dE[flat[positions]] += xp.take(dy2, positions, axis=0)   # distinct ids: a buffered scatter-add is exact here
     return dE
 
 
