@@ -408,11 +408,7 @@ def layernorm_fast_backward(dy, cache):
             dgamma_s += xp.einsum("nd,nd->d", dy_b, xhat_b)      # (D,) sum over the block's rows of dy * xhat
             dbeta_s += ones[:b.stop - b.start] @ dy_b            # (D,) sum over the block's rows of dy
             xp.multiply(dy_b, gamma, out=dx_b)                   # dxhat, made dx in place below
-            # in the forward pass this was: xhat = (x - mean) * rstd
-            mean_dxhat_xhat = xp.einsum("nd,nd->n", dx_b, xhat_b)[:, None] * (1.0 / D)   # (n, 1)
-            dx_b -= (dx_b @ average)[:, None]                    # dxhat - mean(dxhat)
-            dx_b -= xhat_b * mean_dxhat_xhat
-            dx_b *= rstd2[b]
+            _layernorm_dx_from_dxhat(dx_b, xhat_b, rstd2[b], average)
         partial_sums[s.start] = (dgamma_s, dbeta_s)
 
     for_each_slice(rows, dx.shape[0], elements_per_row=D, parallel=xp is np)
@@ -421,6 +417,98 @@ def layernorm_fast_backward(dy, cache):
         dgamma += partial_sums[start][0]
         dbeta += partial_sums[start][1]
     return dx.reshape(dy.shape), dgamma, dbeta
+
+
+def layernorm_linear_fast(x, gamma, beta, W, b=None, eps=1e-5):
+    r"""A LayerNorm and the linear layer it feeds, ``linear(layernorm(x, gamma, beta), W, b)``, with the gain and shift folded into W and b.
+
+    In a pre-norm block the LayerNorm's output goes only into the next linear
+    layer (the attention's Q/K/V projection, the FFN's first layer), and
+
+    .. math:: (\hat x \odot \gamma + \beta)\,W + b = \hat x\,(\mathrm{diag}(\gamma) W) + (\beta W + b),
+
+    so the (N, D) passes ``xhat * gamma`` and ``+ beta`` become a scaled copy of
+    the small (D, D_out) ``W`` and a (D,) @ (D, D_out) product: the matrix
+    product reads ``xhat`` itself. Backward the same way: with
+    :math:`W' = \mathrm{diag}(\gamma) W`,
+
+    .. math::
+        d\hat x = dout\,W'^\top,\quad P = \hat x^\top dout,\quad db = \textstyle\sum_{rows} dout,
+
+        dW = \mathrm{diag}(\gamma) P + \beta\, db^\top,\quad
+        d\gamma = \textstyle\sum_j W \odot P,\quad d\beta = W\,db
+
+    (:math:`P` is the product :math:`\hat x^\top dout` the linear layer's
+    :math:`dW = y^\top dout` would have read; :math:`d\gamma_i = \sum_n dy_{ni}
+    \hat x_{ni}` with :math:`dy = dout\,W^\top` is :math:`\sum_j W_{ij} P_{ij}`).
+    The passes ``dy * gamma``, ``sum(dy * xhat)`` and ``sum(dy)`` over (N, D)
+    arrays become work on (D, D_out) ones. The two matrix products of each
+    direction are the plain ones, with the same shapes. The same numbers as
+    the plain pair up to rounding (tested). Measured at 1 thread, N = 4096,
+    D = 128, D_out = 384 (the lm benchmark's Q/K/V projection), paired with
+    `layernorm_fast` + `linear` + their fast backwards: forward -0.34 ms,
+    backward -0.64 ms per call (30 pairs of 5 calls, 90% of pairs faster).
+
+    Args: x (..., D); gamma, beta (D,); W (D, D_out); b (D_out,) or None.
+    Returns: out (..., D_out); cache (for `layernorm_linear_fast_backward`).
+    """
+    _check_float("x", x)
+    _check_float("W", W)
+    D = x.shape[-1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        if p.shape != (D,):
+            raise ValueError(f"{name}: expected shape ({D},), got {tuple(p.shape)}")
+    if W.ndim != 2 or W.shape[0] != D:
+        raise ValueError(f"W: expected shape ({D}, D_out), got {tuple(W.shape)}")
+    if b is not None and b.shape != (W.shape[1],):
+        raise ValueError(f"b: expected shape ({W.shape[1]},), got {tuple(b.shape)}")
+    _, xhat, rstd = _layernorm_rows_fast(x.reshape(-1, D), None, None, eps)   # (N, D), (N, 1): no gain, no shift
+    W_folded = gamma[:, None] * W                                # (D, D_out): diag(gamma) W
+    b_folded = beta @ W                                          # (D,) @ (D, D_out) -> (D_out,): beta W
+    if b is not None:
+        b_folded += b                                            # beta W + b
+    out = xhat @ W_folded                                        # (N, D) @ (D, D_out) -> (N, D_out)
+    out += b_folded
+    return out.reshape(*x.shape[:-1], W.shape[1]), (xhat, rstd, gamma, beta, W, W_folded, b is not None, x.shape)
+
+
+def layernorm_linear_fast_backward(dout, cache):
+    r"""Gradients of `layernorm_linear_fast` (the equations are there). Returns (dx, dgamma, dbeta, dW, db); db None without bias."""
+    xhat, rstd, gamma, beta, W, W_folded, has_bias, x_shape = cache
+    xp = get_array_module(dout)
+    N, D = xhat.shape
+    dout2 = dout.reshape(N, W.shape[1])                          # (N, D_out)
+    # in the forward pass this was: out = xhat @ W_folded + b_folded, W_folded = diag(gamma) W, b_folded = beta W + b
+    dx = dout2 @ W_folded.T                                      # (N, D_out) @ (D_out, D) -> (N, D): dxhat
+    P = xhat.T @ dout2                                           # (D, N) @ (N, D_out) -> (D, D_out)
+    db = xp.ones(N, dtype=dout2.dtype) @ dout2                   # (N,) @ (N, D_out) -> (D_out,): sum over rows
+    dW = gamma[:, None] * P                                      # (D, D_out): y^T dout = diag(gamma) P + beta db^T
+    dW += beta[:, None] * db
+    dgamma = xp.einsum("ij,ij->i", W, P)                         # (D,): sum_n dy * xhat, dy = dout W^T
+    dbeta = W @ db                                               # (D, D_out) @ (D_out,) -> (D,): sum_n dy
+    average = xp.full((D,), 1.0 / D, dtype=dx.dtype)
+
+    def rows(s):
+        for blk in _blocks(s, max(1, _ELEMENTS_PER_BLOCK // D)):     # blocks that stay in cache
+            _layernorm_dx_from_dxhat(dx[blk], xhat[blk], rstd[blk], average)
+
+    for_each_slice(rows, N, elements_per_row=D, parallel=xp is np)
+    return dx.reshape(x_shape), dgamma, dbeta, dW, (db if has_bias else None)
+
+
+def _layernorm_dx_from_dxhat(dx_b, xhat_b, rstd_b, average):
+    r"""Turn ``dx_b`` (n, D), holding :math:`d\hat x`, into dx in place: the LayerNorm backward below :math:`\hat x`.
+
+    .. math:: dx = \sigma^{-1} \big(d\hat x - \mathrm{mean}(d\hat x) - \hat x\,\mathrm{mean}(d\hat x \odot \hat x)\big)
+
+    rstd_b (n, 1) = 1/sigma; average (D,) = [1/D, ..., 1/D].
+    """
+    xp = get_array_module(dx_b)
+    # in the forward pass this was: xhat = (x - mean) * rstd
+    mean_dxhat_xhat = xp.einsum("nd,nd->n", dx_b, xhat_b)[:, None] * (1.0 / dx_b.shape[1])   # (n, 1)
+    dx_b -= (dx_b @ average)[:, None]                    # dxhat - mean(dxhat)
+    dx_b -= xhat_b * mean_dxhat_xhat
+    dx_b *= rstd_b
 
 
 def _random_uint16(rng, n):
@@ -542,11 +630,15 @@ def relu_dropout_fast(x, p, rng, training=True):
 
 
 def _layernorm_rows_fast(x2, gamma, beta, eps):
-    """The rows of layernorm_fast's forward: (y, xhat, rstd) for (N, D) rows ``x2``."""
+    """The rows of layernorm_fast's forward: (y, xhat, rstd) for (N, D) rows ``x2``.
+
+    ``gamma = beta = None``: normalise only; then ``y`` is ``xhat`` (`layernorm_linear_fast`).
+    """
     xp = get_array_module(x2)
     N, D = x2.shape
     average = xp.full((D,), 1.0 / D, dtype=x2.dtype)            # (D,): x2 @ average = the row means
-    xhat, y = xp.empty((N, D), dtype=x2.dtype), xp.empty((N, D), dtype=x2.dtype)
+    xhat = xp.empty((N, D), dtype=x2.dtype)
+    y = xhat if gamma is None else xp.empty((N, D), dtype=x2.dtype)
     rstd = xp.empty((N, 1), dtype=x2.dtype)
 
     def rows(s):
@@ -556,8 +648,9 @@ def _layernorm_rows_fast(x2, gamma, beta, eps):
             var = xp.einsum("nd,nd->n", xhat_b, xhat_b)[:, None] * (1.0 / D)   # (n, 1), biased like the paper
             xp.divide(1.0, xp.sqrt(var + eps), out=rstd[b])
             xhat_b *= rstd[b]
-            xp.multiply(xhat_b, gamma, out=y_b)
-            y_b += beta
+            if gamma is not None:
+                xp.multiply(xhat_b, gamma, out=y_b)
+                y_b += beta
 
     for_each_slice(rows, N, elements_per_row=D, parallel=xp is np)
     return y, xhat, rstd

@@ -322,6 +322,15 @@ def layernorm_fast(dev, dtype):
     return {"y": y, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
 
 
+@functional_case(fast.layernorm_linear_fast, fast.layernorm_linear_fast_backward)
+def layernorm_linear_fast(dev, dtype):
+    out, cache = fast.layernorm_linear_fast(dev(_host((2, 3, 6), dtype, 0)), dev(_host((6,), dtype, 1)),
+                                            dev(_host((6,), dtype, 2)), dev(_host((6, 4), dtype, 3)),
+                                            dev(_host((4,), dtype, 4)))
+    dx, dgamma, dbeta, dW, db = fast.layernorm_linear_fast_backward(dev(_host((2, 3, 4), dtype, 5)), cache)
+    return {"out": out, "dx": dx, "dgamma": dgamma, "dbeta": dbeta, "dW": dW, "db": db}
+
+
 @functional_case(fast.dropout_fast, fast.dropout_fast_backward)
 def dropout_fast(dev, dtype):
     """The fast twin draws its bits on the CPU too, then copies them to the device."""

@@ -303,6 +303,31 @@ def test_fast_linear_backward_equals_plain_linear_backward(shape, d_in, d_out, b
             assert_close(g, e, name)
 
 
+@given(shape=st.lists(st.integers(1, 5), min_size=0, max_size=2).map(tuple), D=st.integers(1, 7),
+       d_out=st.integers(1, 6), bias=st.booleans(), seed=seeds)
+def test_fast_layernorm_linear_equals_layernorm_then_linear(shape, D, d_out, bias, seed):
+    """The gain and shift folded into W and b: the plain pair's output and all five gradients."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape + (D,)) * 3 + 1
+    gamma, beta = rng.standard_normal(D), rng.standard_normal(D)
+    W, b = rng.standard_normal((D, d_out)), (rng.standard_normal(d_out) if bias else None)
+    dout = rng.standard_normal(shape + (d_out,))
+    x_before = x.copy()
+    y, ln_cache = F.layernorm(x, gamma, beta)
+    out, lin_cache = F.linear(y, W, b)
+    dy, dW, db = F.linear_backward(dout, lin_cache)
+    dx, dgamma, dbeta = F.layernorm_backward(dy, ln_cache)
+    out_f, cache = fast.layernorm_linear_fast(x, gamma, beta, W, b)
+    assert_close(out_f, out, "out")
+    got = fast.layernorm_linear_fast_backward(dout, cache)
+    for name, g, e in zip(("dx", "dgamma", "dbeta", "dW", "db"), got, (dx, dgamma, dbeta, dW, db)):
+        if e is None:
+            assert g is None, f"{name}: expected None without a bias"
+        else:
+            assert_close(g, e, name)
+    np.testing.assert_array_equal(x, x_before, err_msg="x changed")
+
+
 @given(B=sizes, T=st.integers(1, 40), V=st.integers(1, 6), D=st.integers(1, 4),
        dtype=st.sampled_from([np.float64, np.float32]), seed=seeds)
 def test_fast_embedding_backward_equals_add_at_with_repeated_ids(B, T, V, D, dtype, seed):
@@ -558,6 +583,9 @@ def test_every_fast_twin_keeps_float32():
     out["relu (eval)"], out["relu mask (eval)"] = y, cache
     _, cache = F.embedding(np.array([[0, 1, 1]]), f32(4, 5))
     out["embedding dE"] = fast.embedding_backward_fast(f32(1, 3, 5), cache)
+    out["layernorm+linear"], cache = fast.layernorm_linear_fast(f32(2, 3, 4), f32(4), f32(4), f32(4, 5), f32(5))
+    for name, a in zip(("dx", "dgamma", "dbeta", "dW", "db"), fast.layernorm_linear_fast_backward(f32(2, 3, 5), cache)):
+        out[f"layernorm+linear {name}"] = a
     for name, a in out.items():
         assert a.dtype == np.float32, f"{name}: float32 in gave {a.dtype} out"
 
