@@ -279,6 +279,43 @@ def _linear_backward(module, dy, cache):
     return (fast.linear_fast_backward if module.fast else F.linear_backward)(dy, cache)
 
 
+def _normed_linear(module, x, W, b, norm):
+    """``linear(norm(x), W, b)``: the first linear layer of a sublayer, after a pre-norm block's LayerNorm.
+
+    ``norm``: None (then ``x W + b``), or the LayerNorm that a pre-norm block
+    hands to its sublayer instead of applying it first. With the fast paths
+    its gain and shift are then folded into ``W`` and ``b``
+    (`fast.layernorm_linear_fast`), which saves passes over the (B, T, D)
+    activations; otherwise the LayerNorm runs as a module, then the linear
+    layer. Returns (y, cache, how); ``how`` records which way ran, for
+    `_normed_linear_backward`.
+    """
+    if norm is not None and module.fast:
+        y, cache = fast.layernorm_linear_fast(x, norm.gamma.data, norm.beta.data, W, b, norm.eps)
+        return y, cache, ("folded", norm)
+    if norm is not None:
+        x = norm(x)
+    y, cache = F.linear(x, W, b)
+    return y, cache, ("linear", norm)
+
+
+def _normed_linear_backward(module, dy, cache, how):
+    """Gradients of `_normed_linear`: (dx, dW, db), dx with respect to its input before the LayerNorm.
+
+    The LayerNorm's own gradients are added to its parameters' ``grad``.
+    """
+    kind, norm = how
+    if kind == "folded":
+        # in the forward pass this was: y = layernorm(x, gamma, beta) @ W + b, gamma and beta folded into W, b
+        dx, dgamma, dbeta, dW, db = fast.layernorm_linear_fast_backward(dy, cache)
+        norm.gamma.grad += dgamma
+        norm.beta.grad += dbeta
+        return dx, dW, db
+    # in the forward pass this was: y = x @ W + b, x = norm(x) if there was a norm
+    dx, dW, db = _linear_backward(module, dy, cache)
+    return (dx if norm is None else norm.backward(dx)), dW, db
+
+
 def _normal(rng, shape, std, dtype):
     """Normal(0, std^2) drawn in float64 on the CPU (the same bits for float32 and float64 models)."""
     return (rng.standard_normal(shape) * std).astype(dtype)
@@ -631,18 +668,25 @@ class MultiHeadAttention(Module):
     def _data(p):
         return None if p is None else p.data
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, norm=None):
+        """x (B, T, D) -> y (B, T, D). ``norm``: None, or a LayerNorm to apply to x first (a pre-norm
+        block hands it over so that it can be folded into the Q/K/V projection, see `_normed_linear`);
+        then backward returns the gradient with respect to x before the LayerNorm."""
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"x: expected shape (B, T, {self.d_model}), got {tuple(x.shape)}")
         B, T, D = x.shape
         H, Dh = self.n_heads, self.head_dim
+        norm_how = None                                  # how the LayerNorm ran, when the fused Q/K/V applies it
         # 1. project to queries, keys and values and split into heads
         if self.fused_qkv:
-            qkv, qkv_cache = F.linear(x, self.W_qkv.data, self._data(self.b_qkv))   # (B, T, D) -> (B, T, 3D)
+            qkv, qkv_cache, norm_how = _normed_linear(self, x, self.W_qkv.data, self._data(self.b_qkv),
+                                                      norm)                          # (B, T, D) -> (B, T, 3D)
             # columns are [q | k | v], each [head 0 | head 1 | ...]: a reshape and a transpose (views) split them
             q, k, v = qkv.reshape(B, T, 3, H, Dh).transpose(2, 0, 3, 1, 4)       # 3 x (B, H, T, Dh)
             proj_cache = qkv_cache
         else:
+            if norm is not None:
+                x = norm(x)                                                          # (B, T, D)
             q, q_cache = F.linear(x, self.W_q.data, self._data(self.b_q))           # (B, T, D)
             k, k_cache = F.linear(x, self.W_k.data, self._data(self.b_k))
             v, v_cache = F.linear(x, self.W_v.data, self._data(self.b_v))
@@ -685,12 +729,14 @@ class MultiHeadAttention(Module):
         # 4. mix the heads with W_o
         y, out_cache = F.linear(merged, self.W_o.data, self._data(self.b_o))     # (B, T, D) -> (B, T, D)
         self.last_attention = weights
-        self._cache = (proj_cache, (self.fast and not local, attn_cache), out_cache, (B, T, H), gate_cache)
+        self._cache = (proj_cache, (self.fast and not local, attn_cache), out_cache, (B, T, H), gate_cache,
+                       (norm, norm_how))
         self._local_fast = local and self.fast
         return y
 
     def backward(self, dout):
-        proj_cache, (was_fast, attn_cache), out_cache, (B, T, H), gate_cache = _forward_first(self._cache, self)
+        (proj_cache, (was_fast, attn_cache), out_cache, (B, T, H), gate_cache,
+         (norm, norm_how)) = _forward_first(self._cache, self)
         # in the forward pass this was: y = merge_heads(heads) @ W_o + b_o
         dmerged, dW_o, db_o = _linear_backward(self, dout, out_cache)                   # (B, T, D)
         self.W_o.grad += dW_o
@@ -719,7 +765,8 @@ class MultiHeadAttention(Module):
                 # in the forward pass this was: q, k = rope(q), rope(k); back through the inverse rotation
                 dqkv_heads[0] = F.rope_backward(dqkv_heads[0], self._rope_cache)
                 dqkv_heads[1] = F.rope_backward(dqkv_heads[1], self._rope_cache)
-            dx, dW_qkv, db_qkv = _linear_backward(self, dqkv.reshape(B, T, -1), proj_cache)  # (B, T, 3D) -> (B, T, D)
+            dx, dW_qkv, db_qkv = _normed_linear_backward(self, dqkv.reshape(B, T, -1), proj_cache,
+                                                         norm_how)                  # (B, T, 3D) -> (B, T, D)
             self.W_qkv.grad += dW_qkv
             if self.b_qkv is not None:
                 self.b_qkv.grad += db_qkv
@@ -740,7 +787,8 @@ class MultiHeadAttention(Module):
             if b is not None:
                 b.grad += db
             dx = dpart if dx is None else dx + dpart
-        return dx
+        # in the forward pass this was: x = norm(x), if a LayerNorm was handed over
+        return dx if norm is None else norm.backward(dx)
 
     def forward_cached(self, x, kv=None):
         """Inference with a key/value cache (generation.py): only the *new* tokens are computed.
@@ -817,8 +865,11 @@ class FeedForward(Module):
                                          else (F.gelu, F.gelu_backward))
         self._cache = None
 
-    def forward(self, x):
-        hidden, cache1 = F.linear(x, self.W1.data, self.b1.data)     # (..., D) -> (..., F)
+    def forward(self, x, norm=None):
+        """x (..., D) -> y (..., D). ``norm``: None, or a LayerNorm to apply to x first, folded into
+        the first layer with the fast paths (see `_normed_linear`); backward then returns the gradient
+        with respect to x before the LayerNorm."""
+        hidden, cache1, norm_how = _normed_linear(self, x, self.W1.data, self.b1.data, norm)   # (..., D) -> (..., F)
         if self.fast and self.activation == "relu":
             # ReLU and dropout are both a mask: one pass, one cached mask (see fast.relu_dropout_fast)
             a, act_cache = fast.relu_dropout_fast(hidden, self.drop.p, self.drop.rng, training=self.training)
@@ -833,11 +884,11 @@ class FeedForward(Module):
             a = self.drop(a)
             path = "plain"
         y, cache2 = F.linear(a, self.W2.data, self.b2.data)          # (..., F) -> (..., D)
-        self._cache = (cache1, (path, act_cache), cache2)            # path: the backward must match the forward
+        self._cache = (cache1, (path, act_cache), cache2, norm_how)  # path: the backward must match the forward
         return y
 
     def backward(self, dout):
-        cache1, (path, act_cache), cache2 = _forward_first(self._cache, self)
+        cache1, (path, act_cache), cache2, norm_how = _forward_first(self._cache, self)
         # in the forward pass this was: y = drop(act(hidden)) @ W2 + b2
         da, dW2, db2 = _linear_backward(self, dout, cache2)
         if path == "relu+dropout":
@@ -847,8 +898,8 @@ class FeedForward(Module):
             # in the forward pass this was: a = act(hidden)
             backward = fast.gelu_fast_backward if path == "gelu_fast" else self._act_backward
             dhidden = backward(da, act_cache)
-        # in the forward pass this was: hidden = x @ W1 + b1
-        dx, dW1, db1 = _linear_backward(self, dhidden, cache1)
+        # in the forward pass this was: hidden = norm(x) @ W1 + b1 (x @ W1 + b1 without a norm)
+        dx, dW1, db1 = _normed_linear_backward(self, dhidden, cache1, norm_how)
         self.W1.grad += dW1
         self.b1.grad += db1
         self.W2.grad += dW2
@@ -928,8 +979,10 @@ class TransformerBlock(Module):
             h = self.norm1(self._add(x, self.drop1(self.attn(x, mask))))          # H = LN(X + Drop(MHA(X)))
             return self.norm2(self._add(h, self.drop2(self.ffn(h))))             # Y = LN(H + Drop(FFN(H)))
         if self.norm == "pre":
-            h = self._add(x, self.drop1(self.attn(self.norm1(x), mask)))         # H = X + Drop(MHA(LN(X)))
-            return self._add(h, self.drop2(self.ffn(self.norm2(h))))             # Y = H + Drop(FFN(LN(H)))
+            # Each LayerNorm is handed to its sublayer, which applies it: with the fast paths its gain and
+            # shift are folded into the sublayer's first linear layer (fast.layernorm_linear_fast).
+            h = self._add(x, self.drop1(self.attn(x, mask, norm=self.norm1)))    # H = X + Drop(MHA(LN(X)))
+            return self._add(h, self.drop2(self.ffn(h, norm=self.norm2)))        # Y = H + Drop(FFN(LN(H)))
         xn = self.norm1(x)                                              # parallel: one LN(X) for both branches
         # Y = X + Drop(MHA) + Drop(FFN)
         return self._add(x, self._add(self.drop1(self.attn(xn, mask)), self.drop2(self.ffn(xn))))
@@ -943,10 +996,10 @@ class TransformerBlock(Module):
             dres = self.norm1.backward(dh)
             return self._add(dres, self.attn.backward(self.drop1.backward(dres)))
         if self.norm == "pre":
-            # in the forward pass this was: Y = H + Drop(FFN(LN(H)))
-            dh = self._add(dout, self.norm2.backward(self.ffn.backward(self.drop2.backward(dout))))
-            # in the forward pass this was: H = X + Drop(MHA(LN(X)))
-            return self._add(dh, self.norm1.backward(self.attn.backward(self.drop1.backward(dh))))
+            # in the forward pass this was: Y = H + Drop(FFN(LN(H))) (the FFN's backward includes its LN's)
+            dh = self._add(dout, self.ffn.backward(self.drop2.backward(dout)))
+            # in the forward pass this was: H = X + Drop(MHA(LN(X))) (the MHA's backward includes its LN's)
+            return self._add(dh, self.attn.backward(self.drop1.backward(dh)))
         # in the forward pass this was: Y = X + Drop(MHA(xn)) + Drop(FFN(xn)), xn = LN(X)
         dxn = self._add(self.attn.backward(self.drop1.backward(dout)), self.ffn.backward(self.drop2.backward(dout)))
         return self._add(dout, self.norm1.backward(dxn))

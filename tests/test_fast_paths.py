@@ -259,6 +259,39 @@ def test_feed_forward_backward_follows_the_gelu_forward_that_ran(fast_forward):
         assert_close(got, expected, "gradient after switching the fast paths between forward and backward")
 
 
+@pytest.mark.parametrize("fused_qkv", [True, False])
+@pytest.mark.parametrize("fast_forward", [True, False])
+def test_pre_norm_block_backward_follows_the_layernorm_forward_that_ran(fast_forward, fused_qkv):
+    """A pre-norm block hands its LayerNorms to the sublayers, which fold them into their first linear
+    layer with the fast paths: backward must follow the forward that ran, even if the switch moved."""
+    rng = np.random.default_rng(5)
+    x, dy = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    block = TransformerBlock(4, 2, 6, dropout=0.0, norm="pre", activation="gelu", fused_qkv=fused_qkv,
+                             rng=np.random.default_rng(0), dtype=np.float64)
+    for p in block.parameters():                  # gains and shifts away from 1 and 0, so that folding them shows
+        p.data[...] = rng.standard_normal(p.shape)
+    grads = []
+    for switch in (False, True):
+        block.use_fast_paths(fast_forward).zero_grad()
+        y = block(x, F.causal_mask(3))
+        block.use_fast_paths(fast_forward != switch)    # switched (or not) between forward and backward
+        dx = block.backward(dy)
+        grads.append([y, dx] + [p.grad.copy() for p in block.parameters()])
+    block.use_fast_paths(not fast_forward).zero_grad()
+    y = block(x, F.causal_mask(3))
+    grads.append([y, block.backward(dy)] + [p.grad.copy() for p in block.parameters()])
+    # the reference: each LayerNorm as its own module, before its sublayer (the block's code before the fold)
+    block.use_fast_paths(False).zero_grad()
+    h = x + block.attn(block.norm1(x), F.causal_mask(3))
+    y = h + block.ffn(block.norm2(h))
+    dh = dy + block.norm2.backward(block.ffn.backward(dy))
+    dx = dh + block.norm1.backward(block.attn.backward(dh))
+    reference = [y, dx] + [p.grad.copy() for p in block.parameters()]
+    for run in grads:
+        for got, expected in zip(run, reference):
+            assert_close(got, expected, "pre-norm block against its LayerNorms run as modules")
+
+
 @pytest.mark.parametrize("norm", ["post", "pre", "parallel"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_fast_block_adds_its_residuals_without_touching_x_or_dout(norm, dropout):

@@ -357,6 +357,9 @@ def _run_every_fast_path(rng, B, T=3, H=2, Dh=2):
     gamma, beta = rng.standard_normal(D + 1), rng.standard_normal(D + 1)
     _, (xhat, rstd, _) = fast.layernorm_fast(_spy(x), gamma, beta)
     fast.layernorm_fast_backward(_spy(dy), (_spy(xhat), _spy(rstd), gamma))
+    W, b = rng.standard_normal((D + 1, 3)), rng.standard_normal(3)        # the LayerNorm folded into a linear layer
+    _, (xhat, rstd, *rest) = fast.layernorm_linear_fast(_spy(x), gamma, beta, W, b)
+    fast.layernorm_linear_fast_backward(_spy(rng.standard_normal((B, T, 3))), (_spy(xhat), _spy(rstd), *rest))
     for p, training in ((0.3, True), (0.3, False), (0.0, True)):
         _, scale = fast.dropout_fast(_spy(x), p, np.random.default_rng(2), training=training)
         _, relu_scale = fast.relu_dropout_fast(_spy(x), p, np.random.default_rng(2), training=training)
@@ -381,7 +384,8 @@ def test_every_fast_path_hands_each_row_to_exactly_one_slice_and_touches_only_it
     assert {c["caller"] for c in slice_log} == _callers_of_for_each_slice(), "a fast path that cuts rows is not run here"
     rows_cut = {c["caller"]: c["n_rows"] for c in slice_log}
     assert rows_cut["scaled_dot_product_attention_fast"] == rows_cut["scaled_dot_product_attention_fast_backward"] == B
-    assert rows_cut["_layernorm_rows_fast"] == rows_cut["layernorm_fast_backward"] == B * 3      # every (b, t) row
+    assert (rows_cut["_layernorm_rows_fast"] == rows_cut["layernorm_fast_backward"]
+            == rows_cut["layernorm_linear_fast_backward"] == B * 3)                              # every (b, t) row
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
