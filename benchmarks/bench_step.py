@@ -304,6 +304,9 @@ COMPONENT_OF = {
     "_masked_softmax_inplace": SOFTMAX, "_softmax_backward_inplace": SOFTMAX, "_bounded_softmax_inplace": SOFTMAX,
     "layernorm": "layernorm", "layernorm_backward": "layernorm",
     "layernorm_fast": "layernorm", "layernorm_fast_backward": "layernorm",
+    # a pre-norm block's LayerNorm folded into the linear layer it feeds: charged, products and normalising
+    # together, to the module whose linear layer it is (so there a component holds more than its products)
+    "layernorm_linear_fast": LINEAR, "layernorm_linear_fast_backward": LINEAR,
     "dropout": "dropout", "dropout_backward": "dropout", "dropout_fast": "dropout",
     "dropout_fast_backward": "dropout backward", "relu_dropout_fast": "ReLU + dropout, fused (FFN hidden)",
     "relu": "activation (ReLU)", "relu_backward": "activation (ReLU)",
