@@ -962,6 +962,7 @@ class TransformerBlock(Module):
             self.norm2 = LayerNorm(d_model, dtype=dtype)
         self.drop1 = Dropout(dropout, rng)
         self.drop2 = Dropout(dropout, rng)
+        self._norms_handed_over = False         # pre-norm: did the last forward hand the LayerNorms to the sublayers?
 
     def _add(self, a, b):
         """``a + b``, a residual connection. With the fast paths the sum is written into ``b``: every
@@ -979,8 +980,12 @@ class TransformerBlock(Module):
             h = self.norm1(self._add(x, self.drop1(self.attn(x, mask))))          # H = LN(X + Drop(MHA(X)))
             return self.norm2(self._add(h, self.drop2(self.ffn(h))))             # Y = LN(H + Drop(FFN(H)))
         if self.norm == "pre":
-            # Each LayerNorm is handed to its sublayer, which applies it: with the fast paths its gain and
-            # shift are folded into the sublayer's first linear layer (fast.layernorm_linear_fast).
+            self._norms_handed_over = self.fast
+            if not self.fast:
+                h = self._add(x, self.drop1(self.attn(self.norm1(x), mask)))     # H = X + Drop(MHA(LN(X)))
+                return self._add(h, self.drop2(self.ffn(self.norm2(h))))         # Y = H + Drop(FFN(LN(H)))
+            # The same, with each LayerNorm handed to its sublayer, which applies it: with the fast paths its
+            # gain and shift are folded into the sublayer's first linear layer (fast.layernorm_linear_fast).
             h = self._add(x, self.drop1(self.attn(x, mask, norm=self.norm1)))    # H = X + Drop(MHA(LN(X)))
             return self._add(h, self.drop2(self.ffn(h, norm=self.norm2)))        # Y = H + Drop(FFN(LN(H)))
         xn = self.norm1(x)                                              # parallel: one LN(X) for both branches
@@ -995,10 +1000,14 @@ class TransformerBlock(Module):
             # in the forward pass this was: H = LN(X + Drop(MHA(X)))
             dres = self.norm1.backward(dh)
             return self._add(dres, self.attn.backward(self.drop1.backward(dres)))
+        if self.norm == "pre" and not self._norms_handed_over:
+            # in the forward pass this was: Y = H + Drop(FFN(LN(H)))
+            dh = self._add(dout, self.norm2.backward(self.ffn.backward(self.drop2.backward(dout))))
+            # in the forward pass this was: H = X + Drop(MHA(LN(X)))
+            return self._add(dh, self.norm1.backward(self.attn.backward(self.drop1.backward(dh))))
         if self.norm == "pre":
-            # in the forward pass this was: Y = H + Drop(FFN(LN(H))) (the FFN's backward includes its LN's)
+            # the same, the LayerNorms handed to the sublayers: their backwards include the LayerNorms'
             dh = self._add(dout, self.ffn.backward(self.drop2.backward(dout)))
-            # in the forward pass this was: H = X + Drop(MHA(LN(X))) (the MHA's backward includes its LN's)
             return self._add(dh, self.attn.backward(self.drop1.backward(dh)))
         # in the forward pass this was: Y = X + Drop(MHA(xn)) + Drop(FFN(xn)), xn = LN(X)
         dxn = self._add(self.attn.backward(self.drop1.backward(dout)), self.ffn.backward(self.drop2.backward(dout)))
