@@ -474,9 +474,17 @@ assert np.abs(db_qkv[D:2 * D]).max() < 1e-12 < np.abs(db_qkv[:D]).max()
 # **Look at** which arrays the report marks wrong, reading from the loss backwards: the head, the final
 # LayerNorm and block 1's FFN and second LayerNorm are right; from block 1's attention down, every
 # gradient is wrong. The first wrong array, walking back from the loss, says where the bug is.
+#
+# The replacement chains the block's modules one by one, as the plain formulas run them, so the model
+# runs the plain formulas here (`use_fast_paths(False)`). With the fast paths on, a pre-norm block hands
+# each LayerNorm to the linear layer after it, which folds the gain and shift into its weights
+# (`fast.layernorm_linear_fast`, a training-speed trick): then `ffn.backward` already includes the
+# LayerNorm's backward and the block's backward is not this chain. The tests check the fast block
+# against the plain one.
 
 # %%
 block = model.encoder.blocks[1]
+model.use_fast_paths(False)                        # the plain formulas: one module after the other
 
 def backward_forgot_residual(dout):
     """WRONG on purpose: the residual terms are missing (dropout is 0 here, so it is left out)."""
@@ -496,6 +504,7 @@ else:
     raise AssertionError("the checker missed a planted bug")
 finally:
     del block.backward                             # ... and take it out again
+    model.use_fast_paths(True)
 
 # %% [markdown]
 # ## Summary
