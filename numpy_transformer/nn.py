@@ -942,6 +942,15 @@ class TransformerBlock(Module):
     `MultiHeadAttention`. Backward follows the same lines in reverse: at each
     residual ``out = x + f(x)`` the gradient reaching ``x`` is
     ``dout + f.backward(dout)``, so ``dout`` is shared and must never be edited.
+
+    With the fast paths on (the default), a ``"pre"`` block hands each
+    LayerNorm to its sublayer (``attn(x, mask, norm=norm1)``,
+    ``ffn(h, norm=norm2)``), which folds the gain and shift into its first
+    linear layer (`fast.layernorm_linear_fast`): fewer passes over the
+    activations, the same numbers up to rounding. The sublayer's backward then
+    returns the gradient before the LayerNorm, so a backward written by hand
+    as ``norm2.backward(ffn.backward(d))`` needs ``use_fast_paths(False)``
+    (notebook 06 does this).
     """
 
     NORMS = ("post", "pre", "parallel")
