@@ -114,6 +114,7 @@ class PretrainCorpus:
 
     train: tuple[str, ...]
     heldout: dict
+    num_review_texts: int = 0      # the last ones of ``train``
 
     def num_chars(self, name: str = "train") -> int:
         texts = self.train if name == "train" else self.heldout[name]
@@ -134,12 +135,38 @@ def _load(news_path, reviews_dir) -> PretrainCorpus:
     review_train = [normalize(t) for t in reviews["train"].texts]
     review_valid = [normalize(t) for t in reviews["valid"].texts]
     return PretrainCorpus(train=tuple(news_train + review_train),
-                          heldout={"news": tuple(news_heldout), "reviews": tuple(review_valid)})
+                          heldout={"news": tuple(news_heldout), "reviews": tuple(review_valid)},
+                          num_review_texts=len(review_train))
 
 
 def load_pretrain_corpus(news_path=None, reviews_dir=None) -> PretrainCorpus:
     """The pre-training corpus (cached: it takes a few seconds to read and split)."""
     return _load(None if news_path is None else str(news_path), None if reviews_dir is None else str(reviews_dir))
+
+
+#: What ``pretrain --text`` may train on.
+TEXTS = ("all", "reviews")
+
+
+def training_texts(corpus: PretrainCorpus, text: str = "all") -> tuple[str, ...]:
+    """The pre-training texts: ``"all"`` (news, then the review training split) or ``"reviews"`` (the latter).
+
+    Continuing a pre-trained model on the task's own unlabelled text alone is task-adaptive
+    pre-training (Gururangan et al. 2020, "Don't stop pretraining").
+    """
+    if text not in TEXTS:
+        raise ValueError(f"text: expected one of {TEXTS}, got {text!r}")
+    if text == "all":
+        return corpus.train
+    n_reviews = corpus.num_review_texts
+    return corpus.train[len(corpus.train) - n_reviews:]
+
+
+def heldout_names(text: str = "all") -> tuple[str, ...]:
+    """The held-out sets that choose the best step: both for ``"all"``, the review validation text for ``"reviews"``."""
+    if text not in TEXTS:
+        raise ValueError(f"text: expected one of {TEXTS}, got {text!r}")
+    return HELDOUT_SETS if text == "all" else ("reviews",)
 
 
 def build_vocabulary(corpus: PretrainCorpus, min_freq: int = 2) -> CharTokenizer:

@@ -76,6 +76,8 @@ class PretrainConfig:
     objective: str = "causal"
     seed: int = 0
     time_budget: float | None = None  # seconds of training; None = no clock limit
+    text: str = "all"                 # what the command trained on (corpus.training_texts); recorded
+    init: dict | None = None          # where the initial weights came from ({"init_from", "init_md5"}); recorded
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from numpy_transformer.corpus import (PackedChunks, _load, _untag, build_vocabulary, load_pretrain_corpus,
-                                      token_stream)
+from numpy_transformer.corpus import (PackedChunks, _load, _untag, build_vocabulary, heldout_names,
+                                      load_pretrain_corpus, token_stream, training_texts)
 from numpy_transformer.data import load_corpus, text_bucket
 from numpy_transformer.tokenizer import EOS_ID, MASK, UNK_ID, CharTokenizer, normalize
 
@@ -29,6 +29,16 @@ def test_review_validation_and_test_texts_never_enter_pretraining(corpus):
     assert not set(corpus.heldout["news"]) & train
     assert all(text_bucket(line) == 0 for line in corpus.heldout["news"])
     assert set(corpus.heldout["reviews"]) == {normalize(t) for t in reviews["valid"].texts}
+
+
+def test_the_review_text_alone_is_the_review_training_split(corpus):
+    """`pretrain --text reviews` (task-adaptive pre-training) reads the review training split, nothing else."""
+    reviews = training_texts(corpus, "reviews")
+    assert list(reviews) == [normalize(t) for t in load_corpus()["train"].texts]
+    assert training_texts(corpus, "all") == corpus.train and set(reviews) < set(corpus.train)
+    assert heldout_names("reviews") == ("reviews",) and heldout_names("all") == ("news", "reviews")
+    with pytest.raises(ValueError, match="text"):
+        training_texts(corpus, "news")
 
 
 def test_sizes_are_what_the_docs_say(corpus):

@@ -16,11 +16,66 @@ from ..cli import UserError
 # pretrain
 # --------------------------------------------------------------------------- #
 
+#: The model's shape flags of `pretrain`, their defaults, and the config key each sets. They are None on the
+#: command line until resolved, so that --init-from can tell a flag the user gave from a default.
+SHAPE_FLAGS = {"d_model": 128, "heads": 4, "layers": 4, "d_ff": 512, "max_len": 128, "min_freq": 2}
+_CONFIG_KEY = {"d_model": "d_model", "heads": "n_heads", "layers": "n_layers", "d_ff": "d_ff", "max_len": "max_len"}
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _initial_model(args, objective):
+    """The model and vocabulary to continue from (--init-from): a pre-training checkpoint, or one clear error.
+
+    Continuing a language model on the review text alone is task-adaptive pre-training (Gururangan et al.
+    2020): the weights and the vocabulary come from the file; the shape flags, if given, must agree with it.
+    """
+    from ..checkpoint import load
+    from ..mlm import TransformerMLM
+    from ..models import TransformerLM
+    from ..tokenizer import CharTokenizer
+    path = Path(args.init_from)
+    if not path.is_file():
+        raise UserError(f"--init-from: no such file {str(path)!r} (a checkpoint of `pretrain`, e.g. "
+                        f"notebooks/assets/lm_small.npz)")
+    try:
+        saved = load(path)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"--init-from: {str(path)!r} is not a checkpoint this project can read ({error})")
+    wanted = TransformerMLM if objective == "mlm" else TransformerLM
+    if type(saved.model) is not wanted or saved.tokenizer is None:
+        raise UserError(f"--init-from: {str(path)!r} holds a {type(saved.model).__name__}; --objective "
+                        f"{objective} continues a {wanted.__name__} saved by `pretrain --objective {objective}`")
+    for name, key in _CONFIG_KEY.items():
+        given = getattr(args, name)
+        if given is not None and given != saved.model.config[key]:
+            raise UserError(f"{_flag(name)}: {given} differs from the {saved.model.config[key]} of --init-from "
+                            f"{str(path)!r}; leave it out (the shape comes from the file)")
+    if args.min_freq is not None:
+        raise UserError("--min-freq: the vocabulary comes from --init-from; leave it out")
+    # Rebuilt with this run's dropout (the file's model may have been trained without), then the weights.
+    model = wanted(**{**saved.model.config, "dropout": args.dropout, "seed": args.seed})
+    model.load_state_dict(saved.model.state_dict())
+    return model, CharTokenizer.from_dict(saved.tokenizer)
+
+
 def cmd_pretrain(args):
     from .. import corpus as C
     from ..models import TransformerLM
     from ..pretrain import PretrainConfig, pretrain
+    from .. import runs
+    from ..transfer import _file_md5
 
+    shape_rules = {flag: runs.Rule(**{**vars(runs.COMMON_RULES[flag]), "allow_none": True})
+                   for flag in ("--d-model", "--heads", "--layers", "--d-ff", "--max-len", "--min-freq")}
+    runs.check_flags(args, extra={**shape_rules,
+                                  "--min-lr": runs.real(0.0, meaning="learning rate"),
+                                  "--weight-decay": runs.real(0.0),
+                                  "--clip": runs.real(0.0, low_open=True, meaning="largest gradient norm"),
+                                  "--eval-every": runs.integer(1, meaning="steps between held-out evaluations"),
+                                  "--eval-tokens": runs.integer(1, allow_none=True)})
     out = Path(args.out)
     last = out / "last.npz"
     if out.exists() and not out.is_dir():
@@ -30,10 +85,17 @@ def cmd_pretrain(args):
     if not args.resume and last.is_file():
         raise UserError(f"--out: {str(out)!r} already holds a run (last.npz); continue it with --resume "
                         f"or choose another folder")
+    if args.resume and (args.init_from is not None or args.text is not None):
+        raise UserError("--resume: the run's --init-from and --text are in its resume state; leave them out")
+    text = args.text or "all"
+    init = None
+    if args.init_from is not None:
+        model, tok = _initial_model(args, args.objective)
+        init = {"init_from": str(args.init_from), "init_md5": _file_md5(args.init_from)}
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                             warmup_steps=args.warmup, weight_decay=args.weight_decay, clip=args.clip,
                             eval_every=args.eval_every, eval_tokens=args.eval_tokens, objective=args.objective,
-                            seed=args.seed, time_budget=args.time_budget)
+                            seed=args.seed, time_budget=args.time_budget, text=text, init=init)
     corpus = C.load_pretrain_corpus()
     if args.resume:
         from ..checkpoint import load
@@ -41,18 +103,23 @@ def cmd_pretrain(args):
         saved = load(last)
         tok = CharTokenizer.from_dict(saved.tokenizer)
         model = saved.model
-    else:
-        tok = C.build_vocabulary(corpus, min_freq=args.min_freq)
+        text = saved.extra.get("pretrain", {}).get("config", {}).get("text", "all")
+    elif init is None:
+        shape = {name: default if getattr(args, name) is None else getattr(args, name)
+                 for name, default in SHAPE_FLAGS.items()}
+        tok = C.build_vocabulary(corpus, min_freq=shape["min_freq"])
         from ..mlm import TransformerMLM
         model_class = TransformerMLM if args.objective == "mlm" else TransformerLM   # MLM: bidirectional
-        model = model_class(tok.vocab_size, d_model=args.d_model, n_heads=args.heads, n_layers=args.layers,
-                            d_ff=args.d_ff, max_len=args.max_len, dropout=args.dropout, norm="pre",
-                            activation="gelu", tie_weights=True, seed=args.seed)
-    train = C.token_stream(corpus.train, tok)
-    heldout = {name: C.token_stream(corpus.heldout[name], tok) for name in C.HELDOUT_SETS}
-    print(f"pre-training text {len(train):,} tokens; held-out " +
+        model = model_class(tok.vocab_size, d_model=shape["d_model"], n_heads=shape["heads"],
+                            n_layers=shape["layers"], d_ff=shape["d_ff"], max_len=shape["max_len"],
+                            dropout=args.dropout, norm="pre", activation="gelu", tie_weights=True, seed=args.seed)
+    # The review text alone is chosen on the review validation text alone (the news is not the task).
+    train = C.token_stream(C.training_texts(corpus, text), tok)
+    heldout = {name: C.token_stream(corpus.heldout[name], tok) for name in C.heldout_names(text)}
+    print(f"pre-training text ({text}) {len(train):,} tokens; held-out " +
           ", ".join(f"{k} {len(v):,}" for k, v in heldout.items()) +
-          f"; vocabulary {tok.vocab_size:,}; {model.num_parameters():,} parameters")
+          f"; vocabulary {tok.vocab_size:,}; {model.num_parameters():,} parameters" +
+          (f"; starting from {args.init_from}" if init else ""))
     try:
         history = pretrain(model, tok, train, heldout, config, out_dir=out,
                            resume_from=last if args.resume else None, progress=not args.no_progress)
@@ -118,14 +185,17 @@ def register(sub):
     from ..pretrain import OBJECTIVES
     p = sub.add_parser("pretrain", help="pre-train a character language model on the news + review corpus")
     g = p.add_argument_group("model")
-    g.add_argument("--d-model", type=int, default=128, help="model width D (default 128)")
-    g.add_argument("--heads", type=int, default=4, help="attention heads H (default 4)")
-    g.add_argument("--layers", type=int, default=4, help="Transformer blocks L (default 4)")
-    g.add_argument("--d-ff", type=int, default=512, help="feed-forward width F (default 512)")
-    g.add_argument("--max-len", type=int, default=128, help="context length T of the packed chunks (default 128)")
+    g.add_argument("--d-model", type=int, default=None, help="model width D (default 128)")
+    g.add_argument("--heads", type=int, default=None, help="attention heads H (default 4)")
+    g.add_argument("--layers", type=int, default=None, help="Transformer blocks L (default 4)")
+    g.add_argument("--d-ff", type=int, default=None, help="feed-forward width F (default 512)")
+    g.add_argument("--max-len", type=int, default=None, help="context length T of the packed chunks (default 128)")
     g.add_argument("--dropout", type=float, default=0.0,
                    help="dropout (default 0: 1,500 steps see the text about twice, far from overfitting)")
-    g.add_argument("--min-freq", type=int, default=2, help="keep characters seen at least this often (default 2)")
+    g.add_argument("--min-freq", type=int, default=None, help="keep characters seen at least this often (default 2)")
+    g.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="continue from this pre-trained model (its weights, shape and vocabulary), e.g. on "
+                        "--text reviews: task-adaptive pre-training")
     g = p.add_argument_group("training")
     g.add_argument("--steps", type=int, default=1500, help="the budget, in updates (default 1500)")
     g.add_argument("--batch-size", type=int, default=32)
@@ -135,6 +205,9 @@ def register(sub):
     g.add_argument("--weight-decay", type=float, default=0.01)
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping (default 1.0)")
     g.add_argument("--objective", choices=sorted(OBJECTIVES), default="causal", help="what to predict (default causal)")
+    g.add_argument("--text", choices=("all", "reviews"), default=None,
+                   help="all: the news and the review training texts (default); reviews: the review training "
+                        "texts only, the best step chosen on the review validation text")
     g.add_argument("--eval-every", type=int, default=250, help="held-out evaluation every N steps (default 250)")
     g.add_argument("--eval-tokens", type=int, default=None,
                    help="score only the first N tokens of each held-out set (default: all)")
