@@ -121,7 +121,8 @@ def cmd_probe(args):
 def _build(args, seed):
     """(model, tokenizer, provenance) from --init: a checkpoint, or 'scratch' shaped like --like."""
     if args.init != "scratch":
-        return classifier_from_pretrained(args.init, pooling=args.pooling, dropout=args.dropout, seed=seed)
+        return classifier_from_pretrained(args.init, pooling=args.pooling, dropout=args.dropout, seed=seed,
+                                          causal=False if getattr(args, "bidirectional", False) else None)
     if args.like == "corpus":     # the pre-training vocabulary and lm_small's shape, without its weights
         from numpy_transformer.corpus import build_vocabulary, load_pretrain_corpus
         tok = build_vocabulary(load_pretrain_corpus())
@@ -303,6 +304,7 @@ def cmd_ensemble(args):
 
 LABELS = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
           "finetune:lm_small": "fine-tuned from lm_small (GPT-style)",
+          "finetune:tapt": "fine-tuned from lm_small + 800 steps on the review text (TAPT)",
           "finetune:mlm": "fine-tuned from the MLM encoder (BERT-style)",
           "finetune:scratch": "from scratch (same shape)"}
 
@@ -462,6 +464,8 @@ def main(argv=None):
         q.add_argument("--unfreeze-every", type=int, default=0)
         q.add_argument("--freeze", action="store_true")
         q.add_argument("--pooling", default=None)
+        q.add_argument("--bidirectional", action="store_true",
+                       help="drop a causal LM's mask when fine-tuning (BERT-style reading of GPT weights)")
         q.add_argument("--dropout", type=float, default=None)
         q.add_argument("--max-len", type=int, default=128)
         q.add_argument("--seeds", type=int, nargs="+", default=[0])
