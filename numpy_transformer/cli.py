@@ -319,6 +319,9 @@ def _prepare_training(args, command):
     from . import runs
     from .tokenizer import CharTokenizer
     init = _init_checkpoint(args, command)
+    if init is None and getattr(args, "bidirectional", False):
+        raise UserError("--bidirectional: only with --init-from a causal language model (a model trained from "
+                        "scratch reads both ways already)")
     _fill_budget_defaults(args, init, command)
     runs.check_flags(args)
     splits = _load_data(args)
@@ -376,7 +379,9 @@ def _pretrained_model(args, path):
     from .transfer import classifier_from_pretrained
     try:
         model, tok, provenance = classifier_from_pretrained(path, pooling=args.pooling, dropout=args.dropout,
-                                                            seed=args.seed)
+                                                            seed=args.seed,
+                                                            causal=False if getattr(args, "bidirectional", False)
+                                                            else None)
     except ValueError as exc:
         if str(exc).startswith("pooling:"):                 # name the flag the user gave
             raise UserError(f"--{exc}") from None
@@ -696,6 +701,9 @@ def _add_model_flags(p, init_from=None):
                    help="start from a pre-trained checkpoint (`pretrain`): its embeddings and blocks are copied, "
                         "the head is new, and the shape and vocabulary are its own; 'none' trains from scratch "
                         f"(default {'none' if init_from is None else init_from})")
+    g.add_argument("--bidirectional", action="store_true",
+                   help="with --init-from a causal LM: drop its causal mask, so every character reads the whole "
+                        "text (default: keep it, GPT-style)")
     from .longtext import add_model_flags
     add_model_flags(g)
 

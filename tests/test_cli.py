@@ -392,6 +392,20 @@ def test_train_init_from_copies_the_language_model_and_records_where_it_came_fro
     assert ckpt.extra["args"]["lr"] == 5e-4                     # fine-tuning's default peak learning rate
 
 
+def test_bidirectional_drops_the_language_models_causal_mask(tsv, tiny_lm, tmp_path, capsys):
+    """--bidirectional: the same copied trunk, read without the causal mask (BERT-style), and saved so."""
+    from numpy_transformer.checkpoint import load
+    assert main(["train", "--data", str(tsv), "--init-from", str(tiny_lm), "--bidirectional",
+                 "--out", str(tmp_path / "b")] + INIT_FLAGS) == 0
+    model = load(tmp_path / "b" / "classifier.npz").model
+    assert not model.causal and model.config["causal"] is False
+    assert load(tmp_path / "b" / "classifier.npz").extra["args"]["bidirectional"] is True   # --resume rebuilds it
+    code = main(["train", "--data", str(tsv), "--bidirectional", "--out", str(tmp_path / "s")] + TINY)
+    err = capsys.readouterr().err
+    assert code == 2 and "--bidirectional: only with --init-from" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
 def test_demo_fine_tunes_from_the_given_checkpoint_and_says_so(tsv, tiny_lm, tmp_path, capsys):
     assert main(["demo", "--data", str(tsv), "--init-from", str(tiny_lm), "--out", str(tmp_path / "d"),
                  "--steps", "6"] + INIT_FLAGS) == 0

@@ -33,6 +33,9 @@ def register(sub):
                    help="gradual unfreezing: one more block from the top every N steps (default 0: off)")
     p.add_argument("--pooling", choices=["mean", "last", "cls"], default=None,
                    help="default mean (see transfer.TransferClassifier for why)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="from a causal LM: drop its causal mask, so every character reads the whole review "
+                        "(default: keep it, GPT-style; README, Transfer learning, compares the two)")
     p.add_argument("--dropout", type=float, default=None, help="default: the pre-trained model's")
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
@@ -64,7 +67,7 @@ def cmd_finetune(args):
                             freeze_encoder=args.freeze_encoder, unfreeze_every=args.unfreeze_every, seed=args.seed)
     t0 = time.perf_counter()
     model, tok, provenance = classifier_from_pretrained(init, pooling=args.pooling, dropout=args.dropout,
-                                                        seed=args.seed)
+                                                        seed=args.seed, causal=False if args.bidirectional else None)
     if args.max_len > model.max_len:
         raise UserError(f"--max-len: the pre-trained model reads at most {model.max_len} tokens, got {args.max_len}")
     splits = _load_data(args)
