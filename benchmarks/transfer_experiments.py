@@ -303,7 +303,7 @@ def cmd_ensemble(args):
 
 
 LABELS = {"tfidf": "TF-IDF + logistic regression", "probe:lm_small": "linear probe on lm_small",
-          "finetune:lm_small": "fine-tuned from lm_small (GPT-style)",
+          "finetune:lm_small": "fine-tuned from lm_small",
           "finetune:tapt": "fine-tuned from lm_small + 800 steps on the review text (TAPT)",
           "finetune:mlm": "fine-tuned from the MLM encoder (BERT-style)",
           "finetune:scratch": "from scratch (same shape)"}
@@ -347,7 +347,7 @@ def _budget_figure(summary, path):
     ax.set_title("Label budget: mean ± std over seeds (3 where the subset is small);\n"
                  "each point the variant best on validation", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     print(f"wrote {path}")
@@ -372,7 +372,7 @@ def cmd_summary(args):
 
     def stats(values):
         a = np.array(values, dtype=np.float64)
-        return {"mean": a.mean(0).round(4).tolist(), "std": (a.std(0, ddof=1) if len(a) > 1 else 0 * a[0]).round(4)
+        return {"mean": a.mean(0).round(5).tolist(), "std": (a.std(0, ddof=1) if len(a) > 1 else 0 * a[0]).round(5)
                 .tolist(), "n": len(a)}
     summary = {"budget": [{"method": k[0], "fraction": k[1], **stats(v)} for k, v in sorted(out["budget"].items())],
                "domain": [{"exp": k[0], "init": k[1], "source": k[2], "target": k[3], "method": k[4], **stats(v),
