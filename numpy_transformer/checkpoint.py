@@ -31,6 +31,7 @@ inside NumPy's zip reader.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -44,7 +45,7 @@ import numpy as np
 from .backend import to_numpy
 
 __all__ = ["CheckpointError", "Checkpoint", "save", "load", "load_state_into", "remove_stale_temporaries",
-           "FORMAT", "VERSION"]
+           "file_md5", "FORMAT", "VERSION"]
 
 FORMAT = "numpy_transformer.checkpoint"
 VERSION = 1  # bump when the layout changes; `load` refuses files newer than this
@@ -58,6 +59,10 @@ _ZIP_SIGNATURE = b"PK\x03\x04"  # every .npz starts with it: it is a zip archive
 class CheckpointError(ValueError):
     """A file that cannot be loaded as a checkpoint; the message says which file and why."""
 
+
+def file_md5(path) -> str:
+    """The md5 of a file's bytes: how a checkpoint records which file its initial weights came from."""
+    return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 @dataclass
 class Checkpoint:

@@ -33,7 +33,6 @@ Shape legend: B batch, T sequence length, D width, C classes, L layers.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -248,10 +247,6 @@ def _start_cls_as_eos(model):
     E[CLS_ID] = E[EOS_ID]
 
 
-def _file_md5(path) -> str:
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
-
-
 def classifier_from_pretrained(path, num_classes=2, pooling=None, dropout=None, seed=0, causal=None):
     """A `TransferClassifier` whose trunk comes from the checkpoint at ``path``; a fresh head.
 
@@ -284,7 +279,8 @@ def classifier_from_pretrained(path, num_classes=2, pooling=None, dropout=None, 
     copied = copy_pretrained(source, model)
     if causal and is_causal:
         _start_cls_as_eos(model)
-    provenance = {"init_from": str(path), "init_md5": _file_md5(path), "init_class": type(source).__name__,
+    provenance = {"init_from": str(path), "init_md5": checkpoint.file_md5(path),
+                  "init_class": type(source).__name__,
                   "init_extra": ckpt.extra, "copied": len(copied), "style": "GPT" if causal else "BERT"}
     return model, tokenizer, provenance
 

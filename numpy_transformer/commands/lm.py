@@ -64,9 +64,9 @@ def _initial_model(args, objective):
 def cmd_pretrain(args):
     from .. import corpus as C
     from ..models import TransformerLM
-    from ..pretrain import PretrainConfig, pretrain
     from .. import runs
-    from ..transfer import _file_md5
+    from ..checkpoint import file_md5
+    from ..pretrain import PretrainConfig, pretrain
 
     shape_rules = {flag: runs.Rule(**{**vars(runs.COMMON_RULES[flag]), "allow_none": True})
                    for flag in ("--d-model", "--heads", "--layers", "--d-ff", "--max-len", "--min-freq")}
@@ -91,7 +91,7 @@ def cmd_pretrain(args):
     init = None
     if args.init_from is not None:
         model, tok = _initial_model(args, args.objective)
-        init = {"init_from": str(args.init_from), "init_md5": _file_md5(args.init_from)}
+        init = {"init_from": str(args.init_from), "init_md5": file_md5(args.init_from)}
     config = PretrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                             warmup_steps=args.warmup, weight_decay=args.weight_decay, clip=args.clip,
                             eval_every=args.eval_every, eval_tokens=args.eval_tokens, objective=args.objective,
